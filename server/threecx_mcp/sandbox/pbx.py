@@ -1,0 +1,461 @@
+"""The sandbox PBX: a faithful XAPI simulator for BlackListNumbers, as an ASGI app.
+
+It behaves as the published XAPI contract says (string keys as quoted literals, 204s
+without bodies, OData error bodies, `{"ids": [...]}` bulk deletes, one live token per API
+client) and adds switches that tests use to inject faults. It keeps everything in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote
+
+import anyio
+import jwt
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from ..odata import parse_string_literal
+from .filters import FilterError, compile_filter
+
+SANDBOX_CLIENT_ID = "sandbox"
+SANDBOX_CLIENT_SECRET = "sandbox-api-key"  # not a secret: it opens only this simulator
+
+PROPERTIES = ("Id", "CallerId", "Description")
+_PROPERTY_SET = frozenset(PROPERTIES)
+_API_PREFIX = "/xapi/v1/"
+_ENTITY_SEGMENT = re.compile(r"^BlackListNumbers\((?P<key>.*)\)$", re.DOTALL)
+_ODATA_CONTENT_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
+_QUERY_OPTIONS = frozenset({"$filter", "$top", "$skip", "$count", "$orderby", "$select", "$search", "$expand"})
+
+SEED_ENTRIES: tuple[tuple[str, str | None], ...] = (
+    ("+442071838750", "Robocaller: energy switching offers"),
+    ("+15550100199", "Repeated silent calls to reception"),
+    ("+4930123456789", "Debt collector, wrong number"),
+    ("*eremy", "Blocks every caller ID ending in 'eremy'"),
+    ("Anonymous", "Withheld numbers to the sales queue"),
+    ("+61291234567", None),
+    ("0800123456", "Fax machine dialling the main line"),
+    ("+33142685300", "Survey calls"),
+    ("+390612345678", "Spam: 'you have won a prize'"),
+    ("+18005550123", "Extended warranty scam"),
+    ("+442079460000", "Harassing caller, ticket #4411"),
+    ("John O'Brien", "Name-based entry (caller ID name)"),
+)
+
+BodyKind = Literal["odata", "html", "truncated", "empty", "text"]
+
+
+@dataclass
+class Fault:
+    """Answer the next `times` matching requests with this instead of the real thing.
+
+    `status=200` with a `body` of html/truncated/empty gives a garbage success answer.
+    """
+
+    status: int = 503
+    body: BodyKind = "odata"
+    times: int = 1
+    path: str = "/xapi/"
+    method: str | None = None
+    retry_after: str | None = None
+    delay: float = 0.0
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.times > 0 and path.startswith(self.path) and self.method in (None, method)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class RecordedResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class ODataError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: Iterable[dict[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, list(details)
+
+    def response(self) -> Response:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return JSONResponse({"error": error}, status_code=self.status, media_type="application/json")
+
+
+def _bad_request(message: str, token: str = "WARNINGS.XAPI.INVALID", target: str | None = None) -> ODataError:
+    detail = {"code": token, "message": message}
+    if target is not None:
+        detail["target"] = target
+    return ODataError(400, "", message, [detail])
+
+
+def _not_found(key: str) -> ODataError:
+    return ODataError(404, "WARNINGS.XAPI.NOT_FOUND", f"BlackListNumber with key '{key}' was not found.")
+
+
+@dataclass
+class Sandbox:
+    """State and switches of one simulated PBX; `app` is its ASGI entry point."""
+
+    client_id: str = SANDBOX_CLIENT_ID
+    client_secret: str = SANDBOX_CLIENT_SECRET
+    token_lifetime: float = 3600.0
+    latency: float = 0.0
+    max_entries: int = 50_000
+    seed: bool = True
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    faults: list[Fault] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    exchanges: list[tuple[RecordedRequest, RecordedResponse]] = field(default_factory=list)
+    record_exchanges: bool = False
+
+    def __post_init__(self) -> None:
+        self._signing_key = secrets.token_bytes(32)
+        self._live_token_id: str | None = None
+        self._next_id = 1
+        if self.seed:
+            for caller_id, description in SEED_ENTRIES:
+                self.add(caller_id, description)
+
+    # -- switches for tests -----------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Back to the seeded state, no faults, no tokens, empty logs."""
+        self.entries.clear()
+        self.faults.clear()
+        self.requests.clear()
+        self.exchanges.clear()
+        self.latency = 0.0
+        self.token_lifetime = 3600.0
+        self._live_token_id = None
+        self._next_id = 1
+        if self.seed:
+            for caller_id, description in SEED_ENTRIES:
+                self.add(caller_id, description)
+
+    def add(self, caller_id: str, description: str | None = None, entry_id: str | None = None) -> dict[str, Any]:
+        if entry_id is None:
+            entry_id = str(self._next_id)
+            self._next_id += 1
+        entry = {"Id": entry_id, "CallerId": caller_id, "Description": description}
+        self.entries[entry_id] = entry
+        return entry
+
+    def inject(self, *faults: Fault) -> None:
+        self.faults.extend(faults)
+
+    def revoke_tokens(self) -> None:
+        """As if another process minted a token for the same API client: ours stops working."""
+        self._live_token_id = secrets.token_hex(8)
+
+    def count(self, method: str, path_prefix: str = "") -> int:
+        return sum(1 for r in self.requests if r.method == method and r.path.startswith(path_prefix))
+
+    @property
+    def token_requests(self) -> int:
+        return self.count("POST", "/connect/token")
+
+    # -- ASGI -------------------------------------------------------------------------------
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        request = Request(scope, receive)
+        raw_path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
+        recorded = RecordedRequest(
+            method=request.method,
+            path=raw_path,
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+            body=await request.body(),
+        )
+        self.requests.append(recorded)
+        response = await self._answer(recorded)
+        if self.record_exchanges:
+            self.exchanges.append(
+                (recorded, RecordedResponse(response.status_code, dict(response.headers), bytes(response.body)))
+            )
+        await response(scope, receive, send)
+
+    async def _answer(self, req: RecordedRequest) -> Response:
+        if self.latency:
+            await anyio.sleep(self.latency)
+        fault = next((f for f in self.faults if f.matches(req.method, req.path)), None)
+        if fault is not None:
+            fault.times -= 1
+            if fault.delay:
+                await anyio.sleep(fault.delay)
+            return _fault_response(fault)
+        try:
+            if req.path == "/connect/token" and req.method == "POST":
+                return self._token(req)
+            if not req.path.startswith(_API_PREFIX):
+                raise ODataError(404, "", f"No resource at {req.path}.")
+            self._authorize(req)
+            return self._route(req)
+        except ODataError as error:
+            return error.response()
+
+    # -- token endpoint ---------------------------------------------------------------------
+
+    def _token(self, req: RecordedRequest) -> Response:
+        form = dict(parse_qsl(req.body.decode("utf-8", "replace")))
+        if form.get("grant_type") != "client_credentials":
+            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        if form.get("client_id") != self.client_id or not secrets.compare_digest(
+            form.get("client_secret", "").encode(), self.client_secret.encode()
+        ):
+            return JSONResponse({"error": "invalid_client"}, status_code=400)
+        now = time.time()
+        self._live_token_id = secrets.token_hex(8)
+        token = jwt.encode(
+            {"sub": self.client_id, "iat": int(now), "exp": now + self.token_lifetime, "jti": self._live_token_id},
+            self._signing_key,
+            algorithm="HS256",
+        )
+        return JSONResponse({"access_token": token, "token_type": "Bearer", "expires_in": int(self.token_lifetime)})
+
+    def _authorize(self, req: RecordedRequest) -> None:
+        scheme, _, token = req.headers.get("authorization", "").partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise jwt.InvalidTokenError("no bearer token")
+            claims = jwt.decode(token, self._signing_key, algorithms=["HS256"])
+            if claims.get("jti") != self._live_token_id:
+                raise jwt.InvalidTokenError("superseded")
+        except jwt.PyJWTError:
+            raise ODataError(401, "", "Unauthorized") from None
+
+    # -- XAPI -------------------------------------------------------------------------------
+
+    def _route(self, req: RecordedRequest) -> Response:
+        segment = req.path[len(_API_PREFIX) :]
+        if segment == "BlackListNumbers":
+            if req.method == "GET":
+                return self._list(req)
+            if req.method == "POST":
+                return self._create(req)
+        elif segment == "BlackListNumbers/Pbx.BulkNumbersDelete" and req.method == "POST":
+            return self._bulk_delete(req)
+        elif (match := _ENTITY_SEGMENT.match(segment)) and "/" not in match["key"]:
+            key = self._key(match["key"])
+            if req.method == "GET":
+                return self._entity_response(self._entry(key), _query(req, {"$select", "$expand"}))
+            if req.method == "PATCH":
+                return self._patch(key, req)
+            if req.method == "DELETE":
+                self._entry(key)
+                del self.entries[key]
+                return Response(status_code=204)
+        else:
+            raise ODataError(404, "", f"No resource at {req.path}.")
+        raise ODataError(405, "", f"{req.method} is not allowed on {segment}.")
+
+    @staticmethod
+    def _key(raw: str) -> str:
+        try:
+            return parse_string_literal(unquote(raw, errors="strict"))
+        except (ValueError, UnicodeDecodeError):
+            raise _bad_request(
+                f"The key value ({unquote(raw, errors='replace')[:100]}) is not a valid Edm.String literal; "
+                "string keys must be quoted, e.g. ('42')."
+            ) from None
+
+    def _entry(self, key: str) -> dict[str, Any]:
+        entry = self.entries.get(key)
+        if entry is None:
+            raise _not_found(key)
+        return entry
+
+    def _list(self, req: RecordedRequest) -> Response:
+        options = _query(req, _QUERY_OPTIONS)
+        rows = list(self.entries.values())
+        if "$filter" in options:
+            try:
+                predicate = compile_filter(options["$filter"], _PROPERTY_SET)
+            except FilterError as exc:
+                raise _bad_request(str(exc)) from None
+            rows = [r for r in rows if predicate(r)]
+        if "$search" in options:
+            needle = options["$search"].strip('"').lower()
+            rows = [r for r in rows if needle in r["CallerId"].lower() or needle in (r["Description"] or "").lower()]
+        for prop, descending in reversed(_orderby(options.get("$orderby", ""))):
+            rows.sort(key=lambda r, p=prop: (r[p] is not None, r[p] or ""), reverse=descending)
+        total = len(rows)
+        skip = _non_negative(options, "$skip") or 0
+        top = _non_negative(options, "$top")
+        rows = rows[skip:] if top is None else rows[skip : skip + top]
+        body: dict[str, Any] = {"@odata.context": "/xapi/v1/$metadata#BlackListNumbers"}
+        count = options.get("$count", "false").lower()
+        if count not in ("true", "false"):
+            raise _bad_request(f"'{options['$count']}' is not a valid value for $count; use true or false.")
+        if count == "true":
+            body["@odata.count"] = total
+        select = _select(options)
+        body["value"] = [{p: r[p] for p in select} for r in rows]
+        return _odata_json(body)
+
+    def _entity_response(self, entry: dict[str, Any], options: dict[str, str], status: int = 200) -> Response:
+        body = {"@odata.context": "/xapi/v1/$metadata#BlackListNumbers/$entity"}
+        body.update({p: entry[p] for p in _select(options)})
+        return _odata_json(body, status)
+
+    def _create(self, req: RecordedRequest) -> Response:
+        body = _entity_body(req, required=("CallerId",))
+        key = body.get("Id")
+        if key is not None and key in self.entries:
+            raise _bad_request(f"An entry with Id '{key}' already exists.", "WARNINGS.XAPI.DUPLICATE", "Id")
+        self._check_caller_id(body["CallerId"], except_key=None)
+        if len(self.entries) >= self.max_entries:
+            raise _bad_request("The blacklist is full.", "WARNINGS.BLACKLIST_NUMBER_LIMIT_EXCEEDED")
+        entry = self.add(body["CallerId"], body.get("Description"), key)
+        response = self._entity_response(entry, {}, status=201)
+        response.headers["Location"] = f"/xapi/v1/BlackListNumbers('{entry['Id']}')"
+        return response
+
+    def _patch(self, key: str, req: RecordedRequest) -> Response:
+        entry = self._entry(key)
+        body = _entity_body(req, required=())
+        if "Id" in body and body["Id"] != key:
+            raise _bad_request("The key property Id cannot be changed.", target="Id")
+        if "CallerId" in body:
+            self._check_caller_id(body["CallerId"], except_key=key)
+        entry.update({k: v for k, v in body.items() if k != "Id"})
+        return Response(status_code=204)
+
+    def _check_caller_id(self, caller_id: str, except_key: str | None) -> None:
+        if not caller_id.strip():
+            raise _bad_request("CallerId is required.", "WARNINGS.XAPI.REQUIRED", "CallerId")
+        if any(e["CallerId"] == caller_id and e["Id"] != except_key for e in self.entries.values()):
+            raise _bad_request(
+                f"Caller ID '{caller_id}' is already blacklisted.", "WARNINGS.XAPI.DUPLICATE", "CallerId"
+            )
+
+    def _bulk_delete(self, req: RecordedRequest) -> Response:
+        body = _json_object(req)
+        if set(body) != {"ids"} or not isinstance(body["ids"], list):
+            raise _bad_request("The request body must be {\"ids\": [...]}.", target="ids")
+        if not all(isinstance(i, str) for i in body["ids"]):
+            raise _bad_request("Every id must be an Edm.String.", target="ids")
+        for key in body["ids"]:
+            self.entries.pop(key, None)
+        return Response(status_code=204)
+
+
+# -- request parsing helpers ------------------------------------------------------------------
+
+
+def _query(req: RecordedRequest, allowed: frozenset[str] | set[str]) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(req.query, keep_blank_values=True, strict_parsing=bool(req.query), errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        raise _bad_request("The query string is malformed.") from None
+    options: dict[str, str] = {}
+    for name, value in pairs:
+        if name.startswith("$") and name not in allowed:
+            raise _bad_request(f"The query option '{name}' is not supported here.")
+        if name in options:
+            raise _bad_request(f"Query option '{name}' was specified more than once.")
+        options[name] = value
+    return options
+
+
+def _non_negative(options: dict[str, str], name: str) -> int | None:
+    if name not in options:
+        return None
+    value = options[name]
+    if not value.isdigit():
+        raise _bad_request(f"Invalid value '{value}' for {name} query option; it must be a non-negative integer.")
+    return int(value)
+
+
+def _orderby(text: str) -> list[tuple[str, bool]]:
+    keys: list[tuple[str, bool]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        prop, _, direction = item.partition(" ")
+        direction = direction.strip().lower() or "asc"
+        if prop not in _PROPERTY_SET or direction not in ("asc", "desc"):
+            raise _bad_request(f"Invalid $orderby item '{item}'.")
+        keys.append((prop, direction == "desc"))
+    return keys
+
+
+def _select(options: dict[str, str]) -> tuple[str, ...]:
+    if not options.get("$select"):
+        return PROPERTIES
+    chosen = tuple(p.strip() for p in options["$select"].split(","))
+    unknown = [p for p in chosen if p not in _PROPERTY_SET]
+    if unknown:
+        raise _bad_request(f"Could not find a property named '{unknown[0]}' on type 'Pbx.BlackListNumber'.")
+    return chosen
+
+
+def _json_object(req: RecordedRequest) -> dict[str, Any]:
+    if "json" not in req.headers.get("content-type", ""):
+        raise ODataError(415, "", "The request body must be application/json.")
+    try:
+        body = json.loads(req.body)
+    except ValueError:
+        raise _bad_request("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise _bad_request("The request body must be a JSON object.")
+    return body
+
+
+def _entity_body(req: RecordedRequest, required: tuple[str, ...]) -> dict[str, Any]:
+    body = {k: v for k, v in _json_object(req).items() if not k.startswith("@odata.")}
+    for name, value in body.items():
+        if name not in _PROPERTY_SET:
+            raise _bad_request(f"The property '{name}' does not exist on type 'Pbx.BlackListNumber'.", target=name)
+        if not (isinstance(value, str) or (value is None and name == "Description")):
+            raise _bad_request(f"The value for property '{name}' must be an Edm.String.", target=name)
+    for name in required:
+        if name not in body:
+            raise _bad_request(f"{name} is required.", "WARNINGS.XAPI.REQUIRED", name)
+    return body
+
+
+def _odata_json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(
+        json.dumps(body, ensure_ascii=False).encode("utf-8"),
+        status_code=status,
+        headers={"OData-Version": "4.0"},
+        media_type=_ODATA_CONTENT_TYPE,
+    )
+
+
+def _fault_response(fault: Fault) -> Response:
+    headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+    if fault.body == "odata":
+        message = {401: "Unauthorized", 403: "Forbidden", 429: "Too many requests"}.get(fault.status, "Fault injected")
+        error = {"error": {"code": str(fault.status), "message": message}}
+        return JSONResponse(error, status_code=fault.status, headers=headers)
+    if fault.body == "html":
+        html = "<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1>nginx</body></html>"
+        return Response(html, status_code=fault.status, headers=headers, media_type="text/html")
+    if fault.body == "truncated":
+        return Response('{"value": [{"Id": "1", "CallerId": "+4', fault.status, headers, "application/json")
+    if fault.body == "text":
+        return Response("Service temporarily unavailable", fault.status, headers, "text/plain")
+    return Response(b"", fault.status, headers)
