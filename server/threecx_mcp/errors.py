@@ -73,7 +73,7 @@ class PbxError(ThreeCXMcpError):
 
     def user_message(self) -> str:
         parts = [self.message]
-        said = [f"{self.code}: {self.pbx_message}" if self.code else self.pbx_message] if self.pbx_message else []
+        said = [": ".join(filter(None, (self.code, self.pbx_message)))] if self.code or self.pbx_message else []
         said += [f"{d.code}: {d.message}" for d in self.details]
         if said:
             parts.append("The PBX said: " + "; ".join(f'"{shorten(s)}"' for s in said) + ".")

@@ -8,6 +8,7 @@ client) and adds switches that tests use to inject faults. It keeps everything i
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 import time
@@ -230,7 +231,7 @@ class Sandbox:
         now = time.time()
         self._live_token_id = secrets.token_hex(8)
         token = jwt.encode(
-            {"sub": self.client_id, "iat": int(now), "exp": now + self.token_lifetime, "jti": self._live_token_id},
+            {"sub": self.client_id, "iat": int(now), "exp": math.ceil(now + self.token_lifetime), "jti": self._live_token_id},
             self._signing_key,
             algorithm="HS256",
         )

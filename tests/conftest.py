@@ -1,0 +1,47 @@
+"""Shared fixtures: the sandbox PBX served over real HTTP on 127.0.0.1, and clients for it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from threecx_mcp.client import XapiClient
+from threecx_mcp.config import PbxEndpoint
+from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
+
+from .support import FAST_RETRY
+
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[tuple[Sandbox, LoopbackServer]]:
+    sandbox = Sandbox()
+    with LoopbackServer(sandbox.app) as server:
+        yield sandbox, server
+
+
+@pytest.fixture
+def sandbox(sandbox_server: tuple[Sandbox, LoopbackServer]) -> Sandbox:
+    """The session's sandbox PBX, reset to its seeded state for this test."""
+    sandbox_server[0].reset()
+    return sandbox_server[0]
+
+
+@pytest.fixture
+def sandbox_url(sandbox: Sandbox, sandbox_server: tuple[Sandbox, LoopbackServer]) -> str:
+    return sandbox_server[1].url
+
+
+@pytest.fixture
+async def xapi(sandbox_url: str) -> AsyncIterator[XapiClient]:
+    async with XapiClient(
+        PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr(SANDBOX_CLIENT_SECRET), retry=FAST_RETRY
+    ) as client:
+        yield client

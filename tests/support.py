@@ -1,0 +1,11 @@
+"""Constants and helpers the tests share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from threecx_mcp.client import RetryPolicy
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_XAPI = REPO.parent / "shared" / "3cx-xapi"
+FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, max_total=5.0)
