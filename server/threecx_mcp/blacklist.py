@@ -1,0 +1,236 @@
+"""Blacklist operations with the guarantees the tools promise: read-back, verification, no half-done work."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Awaitable, Callable, Sequence
+
+from . import odata
+from .client import BlacklistRecord, XapiClient
+from .errors import AuthenticationFailed, InvalidArgument, NotFound, PbxError, PbxUnreachable, PermissionDenied
+from .models import (
+    AddResult,
+    BlacklistEntry,
+    BlacklistPageResult,
+    BulkDeleteResult,
+    DeleteOutcome,
+    UpdateResult,
+    normalize_caller_id,
+)
+
+BULK_CHUNK_SIZE = 500
+# Small id sets are looked up with one `Id eq … or …` filter; OData servers cap filter size
+# (ASP.NET OData's default MaxNodeCount is 100), so larger sets page through the collection.
+FILTER_LOOKUP_LIMIT = 15
+_FATAL = (AuthenticationFailed, PermissionDenied, PbxUnreachable)
+
+ProgressFn = Callable[[float, float, str], Awaitable[None]]
+
+
+async def _no_progress(done: float, total: float, message: str) -> None:
+    return None
+
+
+def _not_found(entry_id: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"No blacklist entry with id {entry_id!r}; use list_blacklist_numbers to find it. Nothing was changed."
+    )
+
+
+async def get_entry(client: XapiClient, entry_id: str) -> BlacklistEntry:
+    try:
+        return BlacklistEntry.of(await client.get_blacklist_number(entry_id))
+    except NotFound:
+        raise _not_found(entry_id) from None
+
+
+def _encode_cursor(offset: int, search: str | None) -> str:
+    raw = json.dumps({"offset": offset, "search": search}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, search: str | None) -> int:
+    try:
+        state = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        offset = state["offset"]
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument(
+            "cursor is not one this server issued; omit it to start from the first page."
+        ) from None
+    if state.get("search") != search:
+        raise InvalidArgument(
+            f"cursor belongs to the search {state.get('search')!r}, not {search!r}; repeat that search or omit cursor."
+        )
+    return offset
+
+
+def _search_filter(search: str) -> str:
+    terms = {search}
+    normalized, _ = normalize_caller_id(search)
+    terms.add(normalized)
+    return odata.any_of(
+        odata.contains(prop, term, ignore_case=True) for term in sorted(terms) for prop in ("CallerId", "Description")
+    )
+
+
+async def list_entries(client: XapiClient, search: str | None, limit: int, cursor: str | None) -> BlacklistPageResult:
+    search = search.strip() or None if search is not None else None
+    offset = _decode_cursor(cursor, search) if cursor else 0
+    page = await client.list_blacklist(
+        filter=_search_filter(search) if search else None,
+        top=limit,
+        skip=offset,
+        count=True,
+        orderby=("CallerId", "Id"),
+    )
+    end = offset + len(page.records)
+    more = len(page.records) == limit and (page.total is None or end < page.total)
+    return BlacklistPageResult(
+        entries=[BlacklistEntry.of(r) for r in page.records],
+        total=page.total,
+        next_cursor=_encode_cursor(end, search) if more else None,
+    )
+
+
+async def add_entry(client: XapiClient, caller_id: str, description: str | None) -> AddResult:
+    caller_id, note = normalize_caller_id(caller_id)
+    existing = (await client.list_blacklist(filter=odata.eq("CallerId", caller_id), top=1)).records
+    if existing:
+        raise InvalidArgument(
+            f"Caller ID {caller_id!r} is already blacklisted (id {existing[0].id!r}); "
+            "use update_blacklist_number to change that entry."
+        )
+    created = await client.create_blacklist_number(caller_id, description or None)
+    return AddResult(entry=BlacklistEntry.of(created), notes=[note] if note else [])
+
+
+async def update_entry(
+    client: XapiClient, entry_id: str, caller_id: str | None, description: str | None
+) -> UpdateResult:
+    if caller_id is None and description is None:
+        raise InvalidArgument(
+            "Give caller_id, description, or both; description=\"\" clears the description. Nothing was changed."
+        )
+    before = await get_entry(client, entry_id)
+    notes: list[str] = []
+    changes: dict[str, str] = {}
+    if caller_id is not None:
+        caller_id, note = normalize_caller_id(caller_id)
+        notes += [note] if note else []
+        if caller_id != before.caller_id:
+            changes["CallerId"] = caller_id
+    if description is not None and (description or None) != before.description:
+        changes["Description"] = description
+    if not changes:
+        return UpdateResult(entry=before, previous=before, changed_fields=[], notes=[*notes, "Nothing to change."])
+    try:
+        await client.update_blacklist_number(entry_id, changes)
+    except NotFound:
+        raise _not_found(entry_id) from None  # deleted between our read and our write
+    after = await get_entry(client, entry_id)
+    changed = [f for f in ("caller_id", "description") if getattr(after, f) != getattr(before, f)]
+    return UpdateResult(entry=after, previous=before, changed_fields=changed, notes=notes)  # type: ignore[arg-type]
+
+
+async def find_existing(client: XapiClient, ids: Sequence[str]) -> dict[str, BlacklistRecord]:
+    """Which of `ids` exist now, with their current values."""
+    wanted = set(ids)
+    if len(wanted) <= FILTER_LOOKUP_LIMIT:
+        page = await client.list_blacklist(filter=odata.any_of(odata.eq("Id", i) for i in sorted(wanted)), top=len(wanted))
+        records = page.records
+    else:
+        records = await client.iter_blacklist()
+    return {r.id: r for r in records if r.id in wanted}
+
+
+async def bulk_delete(
+    client: XapiClient, ids: Sequence[str], *, dry_run: bool, progress: ProgressFn = _no_progress
+) -> BulkDeleteResult:
+    """Delete in chunks, then look again: the PBX's 204 does not say what it deleted."""
+    before = await find_existing(client, ids)
+    present = [i for i in ids if i in before]
+    if dry_run:
+        results = [_outcome(i, before, "would_delete" if i in before else "not_found") for i in ids]
+        return _summarise(results, "dry_run", f"Dry run: {len(present)} would be deleted; nothing was deleted.")
+
+    reasons: dict[str, str] = {}
+    chunks = [present[i : i + BULK_CHUNK_SIZE] for i in range(0, len(present), BULK_CHUNK_SIZE)]
+    for number, chunk in enumerate(chunks):
+        try:
+            await client.bulk_delete_blacklist_numbers(chunk)
+        except PbxError as exc:
+            reasons.update(dict.fromkeys(chunk, exc.user_message()))
+            if isinstance(exc, _FATAL):
+                skipped = [i for later in chunks[number + 1 :] for i in later]
+                reasons.update(dict.fromkeys(skipped, f"not attempted after an earlier failure: {exc.message}"))
+                break
+        await progress(number + 1, len(chunks), f"sent {number + 1} of {len(chunks)} delete requests")
+
+    try:
+        still_there = await find_existing(client, present) if present else {}
+    except PbxError as exc:
+        reason = f"could not check the result: {exc.user_message()}"
+        results = [
+            _outcome(i, before, "not_found")
+            if i not in before
+            else _outcome(i, before, "failed" if i in reasons else "unknown", reasons.get(i, reason))
+            for i in ids
+        ]
+        return _summarise(results, "partial", "The deletes were sent but the result could not be checked.")
+
+    results = []
+    for i in ids:
+        if i not in before:
+            results.append(_outcome(i, before, "not_found"))
+        elif i in still_there:
+            why = reasons.get(i, "the PBX accepted the request but the entry still exists")
+            results.append(_outcome(i, before, "failed", why))
+        else:
+            results.append(_outcome(i, before, "deleted"))
+    failed = sum(r.status == "failed" for r in results)
+    return _summarise(results, "partial" if failed else "completed", "")
+
+
+def _outcome(entry_id: str, before: dict[str, BlacklistRecord], status: str, reason: str | None = None) -> DeleteOutcome:
+    record = before.get(entry_id)
+    return DeleteOutcome(
+        id=entry_id,
+        status=status,  # type: ignore[arg-type]
+        caller_id=record.caller_id if record else None,
+        description=(record.description or None) if record else None,
+        reason=reason,
+    )
+
+
+def _summarise(results: list[DeleteOutcome], outcome: str, lead: str) -> BulkDeleteResult:
+    counts = {s: sum(r.status == s for r in results) for s in ("deleted", "not_found", "failed", "unknown")}
+    parts = [lead] if lead else []
+    parts.append(
+        f"{counts['deleted']} deleted, {counts['not_found']} not found, {counts['failed']} failed"
+        + (f", {counts['unknown']} unknown" if counts["unknown"] else "")
+        + f" of {len(results)} requested."
+    )
+    if counts["failed"] or counts["unknown"]:
+        parts.append("See each result's reason; nothing reported deleted still exists.")
+    return BulkDeleteResult(
+        outcome=outcome,  # type: ignore[arg-type]
+        summary=" ".join(parts),
+        deleted=counts["deleted"],
+        not_found=counts["not_found"],
+        failed=counts["failed"],
+        results=results,
+    )
+
+
+def declined(ids: Sequence[str]) -> BulkDeleteResult:
+    return BulkDeleteResult(
+        outcome="declined",
+        summary=f"The user declined; none of the {len(ids)} entries was deleted.",
+        deleted=0,
+        not_found=0,
+        failed=0,
+        results=[],
+    )

@@ -1,0 +1,179 @@
+"""Pydantic models: the single source of the tools' input rules and output schemas."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from .client import BlacklistRecord
+from .errors import shorten
+
+MAX_CALLER_ID_LENGTH = 100
+MAX_DESCRIPTION_LENGTH = 255
+MAX_ID_LENGTH = 1000
+MAX_BULK_IDS = 10_000
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PHONE_LIKE = re.compile(r"^\+?[\d\s().\-/]+$")
+
+
+def _clean_text(value: Any, what: str, max_length: int, *, allow_blank: bool = False) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{what} must be text, not {type(value).__name__}")
+    text = str(value).strip()
+    if not text and not allow_blank:
+        raise ValueError(f"{what} must not be blank")
+    if _CONTROL.search(text):
+        raise ValueError(f"{what} must not contain control characters (newlines, tabs, NUL)")
+    if len(text) > max_length:
+        raise ValueError(f"{what} is {len(text)} characters long; the limit is {max_length}")
+    return text
+
+
+def _entry_id(value: Any) -> str:
+    return _clean_text(value, "id", MAX_ID_LENGTH)
+
+
+def _caller_id(value: Any) -> str:
+    return _clean_text(value, "caller_id", MAX_CALLER_ID_LENGTH)
+
+
+def _description(value: Any) -> str:
+    return _clean_text(value, "description", MAX_DESCRIPTION_LENGTH, allow_blank=True)
+
+
+def _id_list(value: Any) -> list[str]:
+    """A list of ids, or a JSON string holding one (as the n8n 3CX node sends it); duplicates folded."""
+    received = shorten(value if isinstance(value, str) else json.dumps(value, default=str), 120)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError(f'ids is not valid JSON; send a list such as ["12", "15"] (received {received})') from None
+    if not isinstance(value, list):
+        raise ValueError(f'ids must be a list such as ["12", "15"] (received {received})')
+    if not value:
+        raise ValueError("ids is empty; give at least one id (list_blacklist_numbers shows them)")
+    if len(value) > MAX_BULK_IDS:
+        raise ValueError(f"ids has {len(value)} items; send at most {MAX_BULK_IDS} per call")
+    ids: dict[str, None] = {}
+    for position, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            raise ValueError(f"ids[{position}] must be a string or a number, not {json.dumps(item, default=str)[:60]}")
+        try:
+            ids[_entry_id(item)] = None
+        except ValueError as exc:
+            raise ValueError(f"ids[{position}]: {exc} (received {received})") from None
+    return list(ids)
+
+
+EntryId = Annotated[
+    str | int,
+    BeforeValidator(_entry_id),
+    Field(description="The entry's id (its XAPI key) as list_blacklist_numbers shows it, e.g. \"42\"."),
+]
+CallerIdInput = Annotated[
+    str,
+    BeforeValidator(_caller_id),
+    Field(
+        description=(
+            "Caller ID to block: a phone number (formatting such as '+1 (555) 010-0199' is removed), "
+            "a caller ID name, or a pattern with * as wildcard (e.g. '*eremy'). It must match the "
+            "incoming caller ID exactly, case included."
+        ),
+        max_length=MAX_CALLER_ID_LENGTH,
+    ),
+]
+DescriptionInput = Annotated[
+    str,
+    BeforeValidator(_description),
+    Field(description="Free-text note shown in the 3CX console.", max_length=MAX_DESCRIPTION_LENGTH),
+]
+IdList = Annotated[
+    list[str | int] | str,
+    BeforeValidator(_id_list),
+    Field(
+        description=(
+            'Ids of the entries to delete: a list such as ["12", "15"] (numbers are accepted), or a '
+            f"JSON string holding such a list. At most {MAX_BULK_IDS}."
+        ),
+    ),
+]
+
+
+def normalize_caller_id(caller_id: str) -> tuple[str, str | None]:
+    """Strip phone-number formatting so the entry matches the digits the PBX sees; names stay as typed."""
+    if "*" in caller_id or not _PHONE_LIKE.match(caller_id):
+        return caller_id, None
+    digits = re.sub(r"\D", "", caller_id)
+    normalized = ("+" if caller_id.startswith("+") else "") + digits
+    if len(digits) < 2 or normalized == caller_id:
+        return caller_id, None
+    return normalized, f"caller_id {caller_id!r} was normalised to {normalized!r} (3CX compares caller IDs exactly)."
+
+
+# -- outputs ----------------------------------------------------------------------------------
+
+
+class BlacklistEntry(BaseModel):
+    """One blacklist entry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="The entry's key; pass it to get/update/delete.")
+    caller_id: str = Field(description="The blocked caller ID (number, name, or * pattern).")
+    description: str | None = Field(description="The note on the entry, if any.")
+
+    @classmethod
+    def of(cls, record: BlacklistRecord) -> BlacklistEntry:
+        return cls(id=record.id, caller_id=record.caller_id, description=record.description or None)
+
+
+class BlacklistPageResult(BaseModel):
+    entries: list[BlacklistEntry]
+    total: int | None = Field(description="How many entries match in all (not just this page).")
+    next_cursor: str | None = Field(description="Pass as cursor to get the next page; null on the last page.")
+
+
+class AddResult(BaseModel):
+    entry: BlacklistEntry
+    notes: list[str] = Field(default_factory=list, description="What was adjusted, e.g. caller ID normalisation.")
+
+
+Field_ = Literal["caller_id", "description"]
+
+
+class UpdateResult(BaseModel):
+    entry: BlacklistEntry = Field(description="The entry as the PBX stores it now (read back after the change).")
+    previous: BlacklistEntry = Field(description="The entry before the change, to undo it if needed.")
+    changed_fields: list[Field_] = Field(description="Fields that actually changed; empty if nothing did.")
+    notes: list[str] = Field(default_factory=list)
+
+
+DeleteStatus = Literal["deleted", "not_found", "failed", "would_delete", "unknown"]
+
+
+class DeleteOutcome(BaseModel):
+    id: str
+    status: DeleteStatus
+    caller_id: str | None = Field(default=None, description="The entry's caller ID before deletion (to restore it).")
+    description: str | None = None
+    reason: str | None = Field(default=None, description="Why the id failed or is unknown.")
+
+
+class BulkDeleteResult(BaseModel):
+    outcome: Literal["completed", "partial", "dry_run", "declined"]
+    summary: str
+    deleted: int
+    not_found: int
+    failed: int
+    results: list[DeleteOutcome] = Field(description="One item per distinct id requested, in request order.")
+
+
+class DeleteConfirmation(BaseModel):
+    """What the user is asked before a bulk delete."""
+
+    confirm: bool = Field(title="Delete these entries", description="Tick to delete; they can only be re-added by hand.")
