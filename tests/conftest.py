@@ -45,3 +45,11 @@ async def xapi(sandbox_url: str) -> AsyncIterator[XapiClient]:
         PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr(SANDBOX_CLIENT_SECRET), retry=FAST_RETRY
     ) as client:
         yield client
+
+
+@pytest.fixture
+def client_factory(sandbox_url: str):  # type: ignore[no-untyped-def]
+    """XAPI clients for the MCP server, pointed at the loopback sandbox."""
+    return lambda: XapiClient(
+        PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr(SANDBOX_CLIENT_SECRET), retry=FAST_RETRY
+    )

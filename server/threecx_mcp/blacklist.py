@@ -154,7 +154,10 @@ async def bulk_delete(
     present = [i for i in ids if i in before]
     if dry_run:
         results = [_outcome(i, before, "would_delete" if i in before else "not_found") for i in ids]
-        return _summarise(results, "dry_run", f"Dry run: {len(present)} would be deleted; nothing was deleted.")
+        missing = len(ids) - len(present)
+        return _summarise(
+            results, "dry_run", f"Dry run: {len(present)} would be deleted, {missing} not found; nothing was deleted."
+        )
 
     reasons: dict[str, str] = {}
     chunks = [present[i : i + BULK_CHUNK_SIZE] for i in range(0, len(present), BULK_CHUNK_SIZE)]
@@ -208,11 +211,12 @@ def _outcome(entry_id: str, before: dict[str, BlacklistRecord], status: str, rea
 def _summarise(results: list[DeleteOutcome], outcome: str, lead: str) -> BulkDeleteResult:
     counts = {s: sum(r.status == s for r in results) for s in ("deleted", "not_found", "failed", "unknown")}
     parts = [lead] if lead else []
-    parts.append(
-        f"{counts['deleted']} deleted, {counts['not_found']} not found, {counts['failed']} failed"
-        + (f", {counts['unknown']} unknown" if counts["unknown"] else "")
-        + f" of {len(results)} requested."
-    )
+    if outcome != "dry_run":
+        parts.append(
+            f"{counts['deleted']} deleted, {counts['not_found']} not found, {counts['failed']} failed"
+            + (f", {counts['unknown']} unknown" if counts["unknown"] else "")
+            + f" of {len(results)} requested."
+        )
     if counts["failed"] or counts["unknown"]:
         parts.append("See each result's reason; nothing reported deleted still exists.")
     return BulkDeleteResult(

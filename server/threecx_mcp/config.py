@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     ca_bundle: Path | None = None
     timeout: float = Field(default=30.0, gt=0, le=300)
     read_only: bool = False
+    sandbox: bool = False
     mcp_auth_token: SecretStr | None = None
 
     @field_validator("client_id", "url", mode="after")
