@@ -85,10 +85,9 @@ class XapiClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> XapiClient:
+        endpoint = settings.endpoint()
         client_id, secret = settings.credentials()
-        return cls(
-            settings.endpoint(), client_id, secret, timeout=settings.timeout, verify=settings.tls_verify(), **kwargs
-        )
+        return cls(endpoint, client_id, secret, timeout=settings.timeout, verify=settings.tls_verify(), **kwargs)
 
     def __repr__(self) -> str:
         return f"XapiClient(origin={self.endpoint.origin!r})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -160,4 +161,4 @@ def register(server: MCPServer, *, read_only: bool) -> None:
             idempotent_hint=idempotent,
             open_world_hint=False,
         )
-        server.add_tool(fn, title=title, annotations=hints)
+        server.add_tool(fn, title=title, description=inspect.cleandoc(fn.__doc__ or ""), annotations=hints)

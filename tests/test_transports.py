@@ -1,0 +1,155 @@
+"""The server over its real transports: stdio (the console script) and streamable HTTP, plus the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from mcp import Client, StdioServerParameters
+from pydantic import SecretStr
+
+from threecx_mcp.cli import http_app
+from threecx_mcp.config import Settings
+from threecx_mcp.errors import ConfigError
+from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
+
+from .support import REPO
+
+pytestmark = pytest.mark.anyio
+SNAPSHOT = REPO / "tests" / "snapshots" / "tools_list.json"
+AUTH_TOKEN = "test-bearer-token-0123456789"
+
+
+def console_script() -> str:
+    found = shutil.which("threecx-mcp", path=str(Path(sys.executable).parent))
+    assert found, "the threecx-mcp console script is not installed beside this Python"
+    return found
+
+
+def pbx_env(sandbox_url: str) -> dict[str, str]:
+    return {
+        "THREECX_URL": sandbox_url,
+        "THREECX_CLIENT_ID": SANDBOX_CLIENT_ID,
+        "THREECX_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+    }
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_stdio_session_against_the_pbx(sandbox: Sandbox, sandbox_url: str, mode: str) -> None:
+    params = StdioServerParameters(command=console_script(), args=[], env=pbx_env(sandbox_url))
+    async with Client(params, mode=mode) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        assert "update_blacklist_number" in tools
+        found = await client.call_tool("list_blacklist_numbers", {"search": "eremy"})
+        assert found.structured_content["entries"][0]["id"] == "4"  # type: ignore[index]
+        updated = await client.call_tool("update_blacklist_number", {"id": "4", "description": "via stdio"})
+        assert not updated.is_error
+        deleted = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ["4", "5"]})
+        assert deleted.structured_content["deleted"] == 2  # type: ignore[index]
+    assert "4" not in sandbox.entries and "5" not in sandbox.entries
+
+
+async def test_stdio_sandbox_switch_through_env_needs_no_credentials() -> None:
+    params = StdioServerParameters(command=console_script(), args=["--read-only"], env={"THREECX_SANDBOX": "true"})
+    async with Client(params) as client:
+        assert sorted(t.name for t in (await client.list_tools()).tools) == ["get_blacklist_number", "list_blacklist_numbers"]
+        page = await client.call_tool("list_blacklist_numbers", {"limit": 3})
+        assert page.structured_content["total"] == 12  # type: ignore[index]
+
+
+def test_stdio_with_missing_settings_exits_with_the_variable_named(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THREECX_")}
+    done = subprocess.run([console_script()], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert "THREECX_URL is not set" in done.stderr and done.stdout == ""
+
+
+@pytest.fixture
+def http_server(sandbox: Sandbox, sandbox_url: str) -> Iterator[str]:
+    settings = Settings.load(
+        url=sandbox_url, client_id=SANDBOX_CLIENT_ID, client_secret=SecretStr(SANDBOX_CLIENT_SECRET),
+        mcp_auth_token=SecretStr(AUTH_TOKEN),
+    )
+    from threecx_mcp.cli import client_factory
+
+    with LoopbackServer(http_app(settings, client_factory(settings), "127.0.0.1")) as server:
+        yield server.url
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_http_session_with_bearer_token(http_server: str, sandbox: Sandbox, mode: str) -> None:
+    headers = {"Authorization": f"Bearer {AUTH_TOKEN}"}
+    async with httpx2.AsyncClient(headers=headers) as http:
+        from mcp.client.streamable_http import streamable_http_client
+
+        async with Client(streamable_http_client(f"{http_server}/mcp", http_client=http), mode=mode) as client:
+            result = await client.call_tool("update_blacklist_number", {"id": 1, "caller_id": "+44 20 7183 8751"})
+            assert result.structured_content["entry"]["caller_id"] == "+442071838751"  # type: ignore[index]
+            result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": "[1, 2]"})
+            assert result.structured_content["deleted"] == 2  # type: ignore[index]
+    assert "1" not in sandbox.entries
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong"}, 401),
+        ({"Authorization": f"Bearer {AUTH_TOKEN}", "Host": "evil.example.com"}, 421),
+        ({"Authorization": f"Bearer {AUTH_TOKEN}", "Origin": "https://evil.example.com"}, 403),
+    ],
+)
+async def test_http_refuses_unauthenticated_and_rebinding_requests(
+    http_server: str, headers: dict[str, str], status: int
+) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    base = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(f"{http_server}/mcp", json=body, headers=base | headers)
+    assert response.status_code == status
+    assert AUTH_TOKEN not in response.text
+
+
+def test_binding_beyond_loopback_requires_a_token() -> None:
+    settings = Settings.load(sandbox=True)
+    from threecx_mcp.cli import client_factory
+
+    with pytest.raises(ConfigError, match="THREECX_MCP_AUTH_TOKEN"):
+        http_app(settings, client_factory(settings), "0.0.0.0")
+    protected = Settings.load(sandbox=True, mcp_auth_token=SecretStr(AUTH_TOKEN))
+    assert http_app(protected, client_factory(protected), "0.0.0.0") is not None
+
+
+def test_doctor_passes_on_the_sandbox_and_fails_with_a_fix(tmp_path: Path, sandbox_url: str) -> None:
+    ok = subprocess.run([console_script(), "doctor", "--sandbox"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert [line.split()[1] for line in ok.stdout.splitlines()[:-1]] == ["settings:", "dns:", "tcp:", "token:", "blacklist:"]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("THREECX_")}, **pbx_env(sandbox_url)}
+    env["THREECX_CLIENT_SECRET"] = "wrong-key"
+    bad = subprocess.run([console_script(), "doctor"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert bad.returncode == 1
+    assert "FAIL  token" in bad.stdout and "3CX Configuration API" in bad.stdout and "wrong-key" not in bad.stdout
+
+
+async def test_tools_list_matches_the_committed_snapshot(client_factory) -> None:  # type: ignore[no-untyped-def]
+    """A schema change must be a deliberate diff: refresh with UPDATE_SNAPSHOTS=1."""
+    from threecx_mcp.server import build_server
+
+    async with Client(build_server(client_factory)) as client:
+        tools = (await client.list_tools()).tools
+    current = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools]
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    assert current == json.loads(SNAPSHOT.read_text()), "tools/list changed: review, then UPDATE_SNAPSHOTS=1"
+    for tool in current:
+        hints = tool["annotations"]
+        assert {"readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint", "title"} <= set(hints)
+        assert tool["title"] and tool["description"] and "outputSchema" in tool
