@@ -8,7 +8,7 @@ as on a real PBX.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 Record = Mapping[str, Any]
@@ -67,20 +67,19 @@ class _Parser:
         return predicate
 
     def disjunction(self) -> Predicate:
-        left = self.conjunction()
-        while self.peek() == ("word", "or"):
-            self.take()
-            right, prev = self.conjunction(), left
-            left = lambda r, a=prev, b=right: a(r) or b(r)  # noqa: E731
-        return left
+        return self._chain("or", self.conjunction, any)
 
     def conjunction(self) -> Predicate:
-        left = self.negation()
-        while self.peek() == ("word", "and"):
+        return self._chain("and", self.negation, all)
+
+    def _chain(self, word: str, operand: Callable[[], Predicate], combine: Callable[[Iterable[bool]], bool]) -> Predicate:
+        parts = [operand()]
+        while self.peek() == ("word", word):
             self.take()
-            right, prev = self.negation(), left
-            left = lambda r, a=prev, b=right: a(r) and b(r)  # noqa: E731
-        return left
+            parts.append(operand())
+        if len(parts) == 1:
+            return parts[0]
+        return lambda r: combine(p(r) for p in parts)
 
     def negation(self) -> Predicate:
         if self.peek() == ("word", "not"):
