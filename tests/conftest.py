@@ -11,7 +11,7 @@ from threecx_mcp.client import XapiClient
 from threecx_mcp.config import PbxEndpoint
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 
-from .support import FAST_RETRY
+from .support import AUTH_TOKEN, FAST_RETRY
 
 
 
@@ -53,3 +53,19 @@ def client_factory(sandbox_url: str):  # type: ignore[no-untyped-def]
     return lambda: XapiClient(
         PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr(SANDBOX_CLIENT_SECRET), retry=FAST_RETRY
     )
+
+
+@pytest.fixture
+def http_server(sandbox: Sandbox, sandbox_url: str) -> Iterator[str]:
+    """The MCP server over streamable HTTP on 127.0.0.1, bearer-protected, managing the sandbox."""
+    from threecx_mcp.cli import client_factory, http_app
+    from threecx_mcp.config import Settings
+
+    settings = Settings.load(
+        url=sandbox_url,
+        client_id=SANDBOX_CLIENT_ID,
+        client_secret=SecretStr(SANDBOX_CLIENT_SECRET),
+        mcp_auth_token=SecretStr(AUTH_TOKEN),
+    )
+    with LoopbackServer(http_app(settings, client_factory(settings), "127.0.0.1")) as server:
+        yield server.url

@@ -20,11 +20,10 @@ from threecx_mcp.config import Settings
 from threecx_mcp.errors import ConfigError
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 
-from .support import REPO
+from .support import AUTH_TOKEN, REPO
 
 pytestmark = pytest.mark.anyio
 SNAPSHOT = REPO / "tests" / "snapshots" / "tools_list.json"
-AUTH_TOKEN = "test-bearer-token-0123456789"
 
 
 def console_script() -> str:
@@ -69,18 +68,6 @@ def test_stdio_with_missing_settings_exits_with_the_variable_named(tmp_path: Pat
     done = subprocess.run([console_script()], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 2
     assert "THREECX_URL is not set" in done.stderr and done.stdout == ""
-
-
-@pytest.fixture
-def http_server(sandbox: Sandbox, sandbox_url: str) -> Iterator[str]:
-    settings = Settings.load(
-        url=sandbox_url, client_id=SANDBOX_CLIENT_ID, client_secret=SecretStr(SANDBOX_CLIENT_SECRET),
-        mcp_auth_token=SecretStr(AUTH_TOKEN),
-    )
-    from threecx_mcp.cli import client_factory
-
-    with LoopbackServer(http_app(settings, client_factory(settings), "127.0.0.1")) as server:
-        yield server.url
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
