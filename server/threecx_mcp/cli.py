@@ -58,7 +58,7 @@ def sandbox_client_factory(sandbox: Sandbox, **kwargs: object) -> Callable[[], X
 def client_factory(settings: Settings) -> Callable[[], XapiClient]:
     if settings.sandbox:
         return sandbox_client_factory(Sandbox(), timeout=settings.timeout)
-    XapiClient.from_settings(settings)  # fail fast, before any client connects, on bad settings
+    settings.endpoint(), settings.credentials(), settings.tls_verify()  # fail fast, before a client connects
     return lambda: XapiClient.from_settings(settings)
 
 

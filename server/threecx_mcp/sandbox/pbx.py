@@ -130,23 +130,19 @@ class Sandbox:
 
     def __post_init__(self) -> None:
         self._signing_key = secrets.token_bytes(32)
-        self._live_token_id: str | None = None
-        self._next_id = 1
-        if self.seed:
-            for caller_id, description in SEED_ENTRIES:
-                self.add(caller_id, description)
+        self._configured = (self.token_lifetime, self.latency)
+        self.reset()
 
     # -- switches for tests -----------------------------------------------------------------
 
     def reset(self) -> None:
-        """Back to the seeded state, no faults, no tokens, empty logs."""
+        """Back to the state it was built with: seeded entries, no faults, no tokens, empty logs."""
         self.entries.clear()
         self.faults.clear()
         self.requests.clear()
         self.exchanges.clear()
-        self.latency = 0.0
-        self.token_lifetime = 3600.0
-        self._live_token_id = None
+        self.token_lifetime, self.latency = self._configured
+        self._live_token_id: str | None = None
         self._next_id = 1
         if self.seed:
             for caller_id, description in SEED_ENTRIES:
