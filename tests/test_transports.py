@@ -140,3 +140,17 @@ async def test_tools_list_matches_the_committed_snapshot(client_factory) -> None
         hints = tool["annotations"]
         assert {"readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint", "title"} <= set(hints)
         assert tool["title"] and tool["description"] and "outputSchema" in tool
+
+
+async def test_http_refuses_an_oversized_body(http_server: str) -> None:
+    from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
+
+    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"pad":"' + b"x" * DEFAULT_MAX_REQUEST_BODY_SIZE + b'"}}'
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {AUTH_TOKEN}",
+    }
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(f"{http_server}/mcp", content=body, headers=headers)
+    assert response.status_code == 413
