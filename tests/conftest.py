@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from threecx_mcp.client import XapiClient
 from threecx_mcp.config import PbxEndpoint
+from threecx_mcp.journal import Journal
+from threecx_mcp.server import BlacklistServer, build_server
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 
 from .support import AUTH_TOKEN, FAST_RETRY
@@ -56,7 +59,7 @@ def client_factory(sandbox_url: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def http_server(sandbox: Sandbox, sandbox_url: str) -> Iterator[str]:
+def http_server(sandbox: Sandbox, sandbox_url: str, journal: Journal) -> Iterator[str]:
     """The MCP server over streamable HTTP on 127.0.0.1, bearer-protected, managing the sandbox."""
     from threecx_mcp.cli import client_factory, http_app
     from threecx_mcp.config import Settings
@@ -66,6 +69,18 @@ def http_server(sandbox: Sandbox, sandbox_url: str) -> Iterator[str]:
         client_id=SANDBOX_CLIENT_ID,
         client_secret=SecretStr(SANDBOX_CLIENT_SECRET),
         mcp_auth_token=SecretStr(AUTH_TOKEN),
+        journal=journal.path,
     )
     with LoopbackServer(http_app(settings, client_factory(settings), "127.0.0.1")) as server:
         yield server.url
+
+
+@pytest.fixture
+def journal(tmp_path: Path, sandbox_url: str) -> Journal:
+    return Journal(tmp_path / "journal.jsonl", PbxEndpoint.parse(sandbox_url).origin)
+
+
+@pytest.fixture
+def make_server(client_factory: Callable[[], XapiClient], journal: Journal) -> Callable[..., BlacklistServer]:
+    """The MCP server wired to the loopback sandbox and this test's journal."""
+    return lambda read_only=False: build_server(client_factory, journal, read_only=read_only)

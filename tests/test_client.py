@@ -15,6 +15,7 @@ from threecx_mcp.config import PbxEndpoint
 from threecx_mcp.errors import (
     AuthenticationFailed,
     Conflict,
+    InvalidArgument,
     InvalidRequest,
     NotFound,
     PbxServerError,
@@ -257,3 +258,9 @@ def test_opaque_token_lifetime_comes_from_expires_in(expires_in: object, seconds
 def test_jwt_exp_wins_over_expires_in() -> None:
     token = jwt.encode({"exp": int(time.time()) + 600}, b"k" * 32, algorithm="HS256")
     assert 590 < _lifetime(token, 60) <= 600
+
+
+async def test_a_request_too_large_for_a_url_is_refused_before_sending(xapi: XapiClient, sandbox: Sandbox) -> None:
+    with pytest.raises(InvalidArgument, match="too large to send"):
+        await xapi.list_blacklist(filter="CallerId eq '" + "x" * 100_000 + "'")
+    assert sandbox.count("GET", "/xapi/") == 0

@@ -21,8 +21,8 @@ from mcp import Client, StdioServerParameters
 from threecx_mcp.cli import parse_args
 from threecx_mcp.sandbox import Sandbox
 
-from .support import AUTH_TOKEN, REPO
-from .test_transports import console_script
+from .support import AUTH_TOKEN, REPO, SUBPROCESS_JOURNAL
+from .test_transports import console_script, pbx_env
 
 pytestmark = pytest.mark.anyio
 CONFIGS = REPO / "client_configs"
@@ -133,6 +133,7 @@ async def test_each_stdio_config_starts_a_working_server(entry: Entry) -> None:
     command, args = launch(entry)
     env = {k: REFERENCE.sub("unused", str(v)) for k, v in entry.spec.get("env", {}).items()}
     env["THREECX_SANDBOX"] = "true"
+    env["THREECX_JOURNAL"] = str(SUBPROCESS_JOURNAL)
     async with Client(StdioServerParameters(command=command, args=args, env=env)) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         assert {"list_blacklist_numbers", "get_blacklist_number"} <= names
@@ -166,7 +167,7 @@ def inspect(binary: str, *args: str) -> dict[str, Any]:
 
 
 def test_inspector_over_stdio(inspector: str, sandbox: Sandbox, sandbox_url: str) -> None:
-    env = ["-e", f"THREECX_URL={sandbox_url}", "-e", "THREECX_CLIENT_ID=sandbox", "-e", "THREECX_CLIENT_SECRET=sandbox-api-key"]
+    env = [arg for name, value in pbx_env(sandbox_url).items() for arg in ("-e", f"{name}={value}")]
     target = ["--transport", "stdio", *env, console_script()]
     tools = inspect(inspector, *target, "--method", "tools/list")
     assert {t["name"] for t in tools["tools"]} >= {"update_blacklist_number", "bulk_delete_blacklist_numbers"}
@@ -183,7 +184,7 @@ def test_inspector_over_stdio(inspector: str, sandbox: Sandbox, sandbox_url: str
 def test_inspector_over_http(inspector: str, sandbox: Sandbox, http_server: str) -> None:
     target = [f"{http_server}/mcp", "--transport", "http", "--header", f"Authorization: Bearer {AUTH_TOKEN}"]
     tools = inspect(inspector, *target, "--method", "tools/list")
-    assert len(tools["tools"]) == 5
+    assert len(tools["tools"]) == 6
     updated = inspect(inspector, *target, "--method", "tools/call", "--tool-name", "update_blacklist_number",
                       "--tool-arg", "id=3", "caller_id=+49 30 1234 5678")
     assert updated["structuredContent"]["entry"]["caller_id"] == "+493012345678"

@@ -13,7 +13,7 @@ from mcp import Client
 
 from threecx_mcp.client import XapiClient
 from threecx_mcp.sandbox import SEED_ENTRIES, Sandbox
-from threecx_mcp.server import build_server
+from threecx_mcp.server import BlacklistServer
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
@@ -33,9 +33,9 @@ TOOLS = {
 
 @pytest.mark.parametrize("tool", sorted(TOOLS))
 def test_random_arguments_get_a_result_or_a_clear_error(
-    tool: str, client_factory: Callable[[], XapiClient], sandbox: Sandbox
+    tool: str, make_server: Callable[..., BlacklistServer], sandbox: Sandbox
 ) -> None:
-    server = build_server(client_factory)
+    server = make_server()
     keys = TOOLS[tool]
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -12,11 +12,12 @@ from pydantic import SecretStr
 
 from threecx_mcp.client import XapiClient
 from threecx_mcp.config import PbxEndpoint, Settings
+from threecx_mcp.journal import Journal
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Fault, Sandbox
-from threecx_mcp.server import build_server
+from threecx_mcp.server import BlacklistServer, build_server
 
 from .support import FAST_RETRY
-from .test_transports import console_script
+from .test_transports import console_script, pbx_env
 
 pytestmark = pytest.mark.anyio
 
@@ -30,11 +31,15 @@ def issued_tokens(sandbox: Sandbox) -> set[str]:
 
 
 async def test_no_secret_in_logs_or_tool_output(
-    sandbox: Sandbox, sandbox_url: str, client_factory: Callable[[], XapiClient], caplog: pytest.LogCaptureFixture
+    sandbox: Sandbox,
+    sandbox_url: str,
+    make_server: Callable[..., BlacklistServer],
+    journal: Journal,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
-    async with Client(build_server(client_factory)) as client:
+    async with Client(make_server()) as client:
         for fault in (None, Fault(status=401, times=3), Fault(status=503, body="html", times=9), Fault(status=403)):
             if fault:
                 sandbox.inject(fault)
@@ -47,7 +52,7 @@ async def test_no_secret_in_logs_or_tool_output(
                 seen += [c.text for c in result.content]  # type: ignore[union-attr]
                 seen.append(str(result.structured_content))
     wrong = XapiClient(PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr("wrong-api-key"), retry=FAST_RETRY)
-    async with Client(build_server(lambda: wrong)) as client:
+    async with Client(build_server(lambda: wrong, journal)) as client:
         result = await client.call_tool("get_blacklist_number", {"id": "1"})
         seen += [c.text for c in result.content]  # type: ignore[union-attr]
     seen += [record.getMessage() for record in caplog.records]
@@ -61,7 +66,7 @@ async def test_no_secret_in_logs_or_tool_output(
 
 
 async def test_no_secret_on_the_stdio_servers_stderr(sandbox: Sandbox, sandbox_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    env = {"THREECX_URL": sandbox_url, "THREECX_CLIENT_ID": SANDBOX_CLIENT_ID, "THREECX_CLIENT_SECRET": SANDBOX_CLIENT_SECRET}
+    env = pbx_env(sandbox_url)
     sandbox.inject(Fault(status=401, times=5))
     with open(tmp_path / "stderr.txt", "w+") as errlog:
         transport = stdio_client(StdioServerParameters(command=console_script(), env=env), errlog=errlog)

@@ -12,15 +12,15 @@ from mcp_types import CallToolResult, ElicitResult
 
 from threecx_mcp.client import XapiClient
 from threecx_mcp.sandbox import SEED_ENTRIES, Fault, Sandbox
-from threecx_mcp.server import build_server
+from threecx_mcp.server import BlacklistServer
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(params=["auto", "legacy"])
-async def mcp(request: pytest.FixtureRequest, client_factory: Callable[[], XapiClient]) -> AsyncIterator[Client]:
+async def mcp(request: pytest.FixtureRequest, make_server: Callable[..., BlacklistServer]) -> AsyncIterator[Client]:
     """In-memory MCP sessions in both protocol modes (2026-07-28 and 2025-11-25)."""
-    async with Client(build_server(client_factory), mode=request.param) as client:
+    async with Client(make_server(), mode=request.param) as client:
         yield client
 
 
@@ -75,6 +75,7 @@ async def test_list_rejects_bad_paging(mcp: Client) -> None:
     assert "limit" in await fail(mcp, "list_blacklist_numbers", limit=0)
     assert "limit" in await fail(mcp, "list_blacklist_numbers", limit=501)
     assert "not one this server issued" in await fail(mcp, "list_blacklist_numbers", cursor="garbage!")
+    assert "search is 201 characters long; the limit is 200" in await fail(mcp, "list_blacklist_numbers", search="x" * 201)
     page = await call(mcp, "list_blacklist_numbers", limit=1, search="+44")
     assert "belongs to the search" in await fail(mcp, "list_blacklist_numbers", cursor=page["next_cursor"])
 
@@ -267,10 +268,10 @@ def answering(action: str, confirm: bool = True):  # type: ignore[no-untyped-def
     ("action", "confirm", "deleted"), [("accept", True, True), ("accept", False, False), ("decline", True, False), ("cancel", True, False)]
 )
 async def test_bulk_delete_asks_the_user_when_the_client_can_be_asked(
-    client_factory: Callable[[], XapiClient], sandbox: Sandbox, mode: str, action: str, confirm: bool, deleted: bool
+    make_server: Callable[..., BlacklistServer], sandbox: Sandbox, mode: str, action: str, confirm: bool, deleted: bool
 ) -> None:
     callback, asked = answering(action, confirm)
-    async with Client(build_server(client_factory), mode=mode, elicitation_callback=callback) as client:
+    async with Client(make_server(), mode=mode, elicitation_callback=callback) as client:
         result = await call(client, "bulk_delete_blacklist_numbers", ids=["1", "4", "missing"])
     assert len(asked) == 1
     assert "Delete 2 blacklist entries" in asked[0] and "+442071838750, *eremy" in asked[0]
@@ -280,9 +281,9 @@ async def test_bulk_delete_asks_the_user_when_the_client_can_be_asked(
         assert "none of the 3 entries was deleted" in result["summary"]
 
 
-async def test_confirm_true_and_dry_run_skip_the_question(client_factory: Callable[[], XapiClient], sandbox: Sandbox) -> None:
+async def test_confirm_true_and_dry_run_skip_the_question(make_server: Callable[..., BlacklistServer], sandbox: Sandbox) -> None:
     callback, asked = answering("decline")
-    async with Client(build_server(client_factory), elicitation_callback=callback) as client:
+    async with Client(make_server(), elicitation_callback=callback) as client:
         await call(client, "bulk_delete_blacklist_numbers", ids=["1"], dry_run=True)
         await call(client, "bulk_delete_blacklist_numbers", ids=["1"], confirm=True)
     assert asked == [] and "1" not in sandbox.entries
@@ -296,8 +297,8 @@ async def test_clients_without_elicitation_rely_on_their_own_approval(mcp: Clien
 # -- read-only ----------------------------------------------------------------------------------
 
 
-async def test_read_only_mode_registers_no_write_tools(client_factory: Callable[[], XapiClient], sandbox: Sandbox) -> None:
-    async with Client(build_server(client_factory, read_only=True)) as client:
+async def test_read_only_mode_registers_no_write_tools(make_server: Callable[..., BlacklistServer], sandbox: Sandbox) -> None:
+    async with Client(make_server(read_only=True)) as client:
         names = sorted(t.name for t in (await client.list_tools()).tools)
         assert names == ["get_blacklist_number", "list_blacklist_numbers"]
         result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ["1"]})

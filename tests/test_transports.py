@@ -20,7 +20,7 @@ from threecx_mcp.config import Settings
 from threecx_mcp.errors import ConfigError
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 
-from .support import AUTH_TOKEN, REPO
+from .support import AUTH_TOKEN, REPO, SUBPROCESS_JOURNAL
 
 pytestmark = pytest.mark.anyio
 SNAPSHOT = REPO / "tests" / "snapshots" / "tools_list.json"
@@ -37,6 +37,7 @@ def pbx_env(sandbox_url: str) -> dict[str, str]:
         "THREECX_URL": sandbox_url,
         "THREECX_CLIENT_ID": SANDBOX_CLIENT_ID,
         "THREECX_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+        "THREECX_JOURNAL": str(SUBPROCESS_JOURNAL),
     }
 
 
@@ -56,7 +57,8 @@ async def test_stdio_session_against_the_pbx(sandbox: Sandbox, sandbox_url: str,
 
 
 async def test_stdio_sandbox_switch_through_env_needs_no_credentials() -> None:
-    params = StdioServerParameters(command=console_script(), args=["--read-only"], env={"THREECX_SANDBOX": "true"})
+    env = {"THREECX_SANDBOX": "true", "THREECX_JOURNAL": str(SUBPROCESS_JOURNAL)}
+    params = StdioServerParameters(command=console_script(), args=["--read-only"], env=env)
     async with Client(params) as client:
         assert sorted(t.name for t in (await client.list_tools()).tools) == ["get_blacklist_number", "list_blacklist_numbers"]
         page = await client.call_tool("list_blacklist_numbers", {"limit": 3})
@@ -125,11 +127,11 @@ def test_doctor_passes_on_the_sandbox_and_fails_with_a_fix(tmp_path: Path, sandb
     assert "FAIL  token" in bad.stdout and "3CX Configuration API" in bad.stdout and "wrong-key" not in bad.stdout
 
 
-async def test_tools_list_matches_the_committed_snapshot(client_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_tools_list_matches_the_committed_snapshot(make_server) -> None:  # type: ignore[no-untyped-def]
     """A schema change must be a deliberate diff: refresh with UPDATE_SNAPSHOTS=1."""
-    from threecx_mcp.server import build_server
+    from threecx_mcp.server import BlacklistServer
 
-    async with Client(build_server(client_factory)) as client:
+    async with Client(make_server()) as client:
         tools = (await client.list_tools()).tools
     current = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools]
     if os.environ.get("UPDATE_SNAPSHOTS") == "1":

@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import base64
 import json
+
+import anyio
 from collections.abc import Awaitable, Callable, Sequence
 
 from . import odata
 from .client import BlacklistRecord, XapiClient
-from .errors import AuthenticationFailed, InvalidArgument, NotFound, PbxError, PbxUnreachable, PermissionDenied
+from .errors import (
+    AuthenticationFailed,
+    Conflict,
+    InvalidArgument,
+    InvalidRequest,
+    NotFound,
+    PbxError,
+    PbxUnreachable,
+    PermissionDenied,
+)
+from .journal import Journal, Operation
 from .models import (
     AddResult,
     BlacklistEntry,
     BlacklistPageResult,
     BulkDeleteResult,
     DeleteOutcome,
+    RestoreOutcome,
+    RestoreResult,
     UpdateResult,
     normalize_caller_id,
 )
@@ -24,6 +38,11 @@ BULK_CHUNK_SIZE = 500
 # (ASP.NET OData's default MaxNodeCount is 100), so larger sets page through the collection.
 FILTER_LOOKUP_LIMIT = 15
 _FATAL = (AuthenticationFailed, PermissionDenied, PbxUnreachable)
+# Refusals mean the PBX did not apply the change; anything else (5xx, timeouts) might have.
+_REFUSED = (InvalidRequest, Conflict, AuthenticationFailed, PermissionDenied)
+UPDATE_TOOL = "update_blacklist_number"
+DELETE_TOOL = "bulk_delete_blacklist_numbers"
+RESTORE_TOOL = "restore_blacklist_numbers"
 
 ProgressFn = Callable[[float, float, str], Awaitable[None]]
 
@@ -108,7 +127,7 @@ async def add_entry(client: XapiClient, caller_id: str, description: str | None)
 
 
 async def update_entry(
-    client: XapiClient, entry_id: str, caller_id: str | None, description: str | None
+    client: XapiClient, journal: Journal, entry_id: str, caller_id: str | None, description: str | None
 ) -> UpdateResult:
     if caller_id is None and description is None:
         raise InvalidArgument(
@@ -125,14 +144,27 @@ async def update_entry(
     if description is not None and (description or None) != before.description:
         changes["Description"] = description
     if not changes:
-        return UpdateResult(entry=before, previous=before, changed_fields=[], notes=[*notes, "Nothing to change."])
+        return UpdateResult(
+            operation_id=None, entry=before, previous=before, changed_fields=[], notes=[*notes, "Nothing to change."]
+        )
+    operation_id = journal.begin(UPDATE_TOOL, [before])
+    status = "unknown"
     try:
         await client.update_blacklist_number(entry_id, changes)
+        status = "updated"
     except NotFound:
+        status = "failed"
         raise _not_found(entry_id) from None  # deleted between our read and our write
+    except PbxError as exc:
+        status = "failed" if isinstance(exc, _REFUSED) else "unknown"
+        raise
+    finally:
+        journal.end(operation_id, status, {entry_id: status})
     after = await get_entry(client, entry_id)
     changed = [f for f in ("caller_id", "description") if getattr(after, f) != getattr(before, f)]
-    return UpdateResult(entry=after, previous=before, changed_fields=changed, notes=notes)  # type: ignore[arg-type]
+    return UpdateResult(
+        operation_id=operation_id, entry=after, previous=before, changed_fields=changed, notes=notes  # type: ignore[arg-type]
+    )
 
 
 async def find_existing(client: XapiClient, ids: Sequence[str]) -> dict[str, BlacklistRecord]:
@@ -147,9 +179,9 @@ async def find_existing(client: XapiClient, ids: Sequence[str]) -> dict[str, Bla
 
 
 async def bulk_delete(
-    client: XapiClient, ids: Sequence[str], *, dry_run: bool, progress: ProgressFn = _no_progress
+    client: XapiClient, journal: Journal, ids: Sequence[str], *, dry_run: bool, progress: ProgressFn = _no_progress
 ) -> BulkDeleteResult:
-    """Delete in chunks, then look again: the PBX's 204 does not say what it deleted."""
+    """Journal, delete in chunks, then look again: the PBX's 204 does not say what it deleted."""
     before = await find_existing(client, ids)
     present = [i for i in ids if i in before]
     if dry_run:
@@ -158,7 +190,33 @@ async def bulk_delete(
         return _summarise(
             results, "dry_run", f"Dry run: {len(present)} would be deleted, {missing} not found; nothing was deleted."
         )
+    if not present:
+        return _summarise([_outcome(i, before, "not_found") for i in ids], "completed", "")
+    operation_id = journal.begin(DELETE_TOOL, [BlacklistEntry.of(before[i]) for i in present])
+    try:
+        result = await _delete_and_verify(client, ids, present, before, progress)
+    except BaseException:
+        # Cancelled or crashed midway: find out what really happened before letting go.
+        statuses = dict.fromkeys(present, "unknown")
+        with anyio.CancelScope(shield=True), anyio.move_on_after(15):
+            try:
+                still_there = await find_existing(client, present)
+                statuses = {i: "failed" if i in still_there else "deleted" for i in present}
+            except PbxError:
+                pass
+        journal.end(operation_id, "interrupted", statuses)
+        raise
+    journal.end(operation_id, result.outcome, {r.id: r.status for r in result.results if r.id in before})
+    return result.model_copy(update={"operation_id": operation_id})
 
+
+async def _delete_and_verify(
+    client: XapiClient,
+    ids: Sequence[str],
+    present: list[str],
+    before: dict[str, BlacklistRecord],
+    progress: ProgressFn,
+) -> BulkDeleteResult:
     reasons: dict[str, str] = {}
     chunks = [present[i : i + BULK_CHUNK_SIZE] for i in range(0, len(present), BULK_CHUNK_SIZE)]
     for number, chunk in enumerate(chunks):
@@ -173,7 +231,7 @@ async def bulk_delete(
         await progress(number + 1, len(chunks), f"sent {number + 1} of {len(chunks)} delete requests")
 
     try:
-        still_there = await find_existing(client, present) if present else {}
+        still_there = await find_existing(client, present)
     except PbxError as exc:
         reason = f"could not check the result: {exc.user_message()}"
         results = [
@@ -238,3 +296,85 @@ def declined(ids: Sequence[str]) -> BulkDeleteResult:
         failed=0,
         results=[],
     )
+
+
+# -- restore ----------------------------------------------------------------------------------
+
+
+def _restore_targets(journal: Journal, operation_id: str | None, ids: Sequence[str] | None) -> list[tuple[Operation, BlacklistEntry]]:
+    operations = [op for op in journal.operations() if op.tool in (UPDATE_TOOL, DELETE_TOOL)]
+    if operation_id is not None:
+        operations = [op for op in operations if op.operation_id == operation_id]
+        if not operations:
+            raise InvalidArgument(
+                f"No journaled update or delete with operation_id {operation_id!r}; update_blacklist_number and "
+                "bulk_delete_blacklist_numbers return it. Nothing was changed."
+            )
+    if ids is None:
+        if operation_id is None:
+            raise InvalidArgument("Give operation_id (from an update or bulk delete result), ids, or both.")
+        return [(operations[0], entry) for entry in operations[0].before]
+    targets = []
+    for entry_id in ids:
+        latest = next(((op, e) for op in reversed(operations) for e in op.before if e.id == entry_id), None)
+        if latest is None:
+            raise InvalidArgument(f"The journal has no earlier state of id {entry_id!r}; nothing was changed.")
+        targets.append(latest)
+    return targets
+
+
+async def restore(
+    client: XapiClient, journal: Journal, operation_id: str | None, ids: Sequence[str] | None
+) -> RestoreResult:
+    """Put journaled entries back as they were; what is already back is left alone, so twice is safe."""
+    targets = _restore_targets(journal, operation_id, ids)
+    current = {r.id: r for r in await client.iter_blacklist()}
+    by_caller_id = {r.caller_id: r.id for r in current.values()}
+    rollbacks = [entry for op, entry in targets if op.tool == UPDATE_TOOL and entry.id in current]
+    restore_id = journal.begin(RESTORE_TOOL, [BlacklistEntry.of(current[e.id]) for e in rollbacks])
+    results: list[RestoreOutcome] = []
+    fatal: PbxError | None = None
+    try:
+        for op, entry in targets:
+            outcome = RestoreOutcome(id=entry.id, status="failed", caller_id=entry.caller_id, description=entry.description)
+            if fatal is not None:
+                results.append(outcome.model_copy(update={"reason": f"not attempted: {fatal.message}"}))
+                continue
+            try:
+                results.append(await _restore_one(client, op, entry, current, by_caller_id, outcome))
+            except PbxError as exc:
+                results.append(outcome.model_copy(update={"reason": exc.user_message()}))
+                fatal = exc if isinstance(exc, _FATAL) else None
+    finally:
+        journal.end(restore_id, "completed" if len(results) == len(targets) else "interrupted", {r.id: r.status for r in results})
+    counts = {s: sum(r.status == s for r in results) for s in ("recreated", "rolled_back", "failed")}
+    untouched = len(results) - counts["recreated"] - counts["rolled_back"] - counts["failed"]
+    summary = (
+        f"{counts['recreated']} re-created, {counts['rolled_back']} rolled back, {untouched} already as journaled, "
+        f"{counts['failed']} failed."
+    )
+    return RestoreResult(operation_id=restore_id, summary=summary, results=results)
+
+
+async def _restore_one(
+    client: XapiClient,
+    op: Operation,
+    entry: BlacklistEntry,
+    current: dict[str, BlacklistRecord],
+    by_caller_id: dict[str, str],
+    outcome: RestoreOutcome,
+) -> RestoreOutcome:
+    now = current.get(entry.id)
+    if op.tool == UPDATE_TOOL and now is not None:
+        if now.caller_id == entry.caller_id and (now.description or None) == entry.description:
+            return outcome.model_copy(update={"status": "already_restored", "current_id": entry.id})
+        await client.update_blacklist_number(
+            entry.id, {"CallerId": entry.caller_id, "Description": entry.description or ""}
+        )
+        by_caller_id[entry.caller_id] = entry.id
+        return outcome.model_copy(update={"status": "rolled_back", "current_id": entry.id})
+    if entry.caller_id in by_caller_id:
+        return outcome.model_copy(update={"status": "already_present", "current_id": by_caller_id[entry.caller_id]})
+    created = await client.create_blacklist_number(entry.caller_id, entry.description)
+    by_caller_id[created.caller_id] = created.id
+    return outcome.model_copy(update={"status": "recreated", "current_id": created.id})

@@ -22,6 +22,7 @@ from .client import XapiClient
 from .config import PbxEndpoint, Settings
 from .doctor import run_checks
 from .errors import ConfigError
+from .journal import Journal, default_path
 from .sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 from .server import build_server
 
@@ -53,6 +54,11 @@ def sandbox_client_factory(sandbox: Sandbox, **kwargs: object) -> Callable[[], X
         transport=httpx2.ASGITransport(app=sandbox.app),
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def journal_for(settings: Settings) -> Journal:
+    pbx = "sandbox" if settings.sandbox else settings.endpoint().origin
+    return Journal(settings.journal or default_path(settings.sandbox), pbx)
 
 
 def client_factory(settings: Settings) -> Callable[[], XapiClient]:
@@ -99,7 +105,7 @@ def http_app(settings: Settings, factory: Callable[[], XapiClient], host: str) -
             f"Serving on {host} exposes the PBX to the network: set THREECX_MCP_AUTH_TOKEN to a long random "
             "value (clients send it as a bearer token), or bind 127.0.0.1."
         )
-    server = build_server(factory, read_only=settings.read_only)
+    server = build_server(factory, journal_for(settings), read_only=settings.read_only)
     security = None if is_loopback(host) else TransportSecuritySettings(enable_dns_rebinding_protection=False)
     app: ASGIApp = server.streamable_http_app(host=host, transport_security=security)
     return RequireBearerToken(app, token) if token is not None and token.get_secret_value() else app
@@ -116,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return doctor(settings)
         factory = client_factory(settings)
         if args.transport == "stdio":
-            build_server(factory, read_only=settings.read_only).run("stdio")
+            build_server(factory, journal_for(settings), read_only=settings.read_only).run("stdio")
             return 0
         app = http_app(settings, factory, args.host)
     except ConfigError as exc:

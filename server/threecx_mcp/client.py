@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from . import __version__, odata
 from .auth import ClientCredentialsAuth
 from .config import PbxEndpoint, Settings
-from .errors import PbxError, PbxServerError, PbxUnreachable, RateLimited, error_from_response, error_from_transport, unexpected_body
+from .errors import InvalidArgument, PbxError, PbxServerError, PbxUnreachable, RateLimited, error_from_response, error_from_transport, unexpected_body
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,8 @@ class XapiClient:
         for attempt in range(self.retry.attempts):
             try:
                 response = await self._http.request(method, url, params=params, json=json, auth=self.auth)
+            except httpx2.InvalidURL as exc:
+                raise InvalidArgument(f"The request is too large to send to the PBX ({exc}); shorten the values.") from None
             except httpx2.TransportError as exc:
                 error: PbxError = error_from_transport(exc, self.endpoint.origin)
                 request_sent = not isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout)

@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     timeout: float = Field(default=30.0, gt=0, le=300)
     read_only: bool = False
     sandbox: bool = False
+    journal: Path | None = None
     mcp_auth_token: SecretStr | None = None
 
     @field_validator("client_id", "url", mode="after")

@@ -15,6 +15,7 @@ MAX_CALLER_ID_LENGTH = 100
 MAX_DESCRIPTION_LENGTH = 255
 MAX_ID_LENGTH = 1000
 MAX_BULK_IDS = 10_000
+MAX_SEARCH_LENGTH = 200
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PHONE_LIKE = re.compile(r"^\+?[\d\s().\-/]+$")
@@ -43,6 +44,10 @@ def _caller_id(value: Any) -> str:
 
 def _description(value: Any) -> str:
     return _clean_text(value, "description", MAX_DESCRIPTION_LENGTH, allow_blank=True)
+
+
+def _search(value: Any) -> str:
+    return _clean_text(value, "search", MAX_SEARCH_LENGTH, allow_blank=True)
 
 
 def _id_list(value: Any) -> list[str]:
@@ -91,6 +96,14 @@ DescriptionInput = Annotated[
     str,
     BeforeValidator(_description),
     Field(description="Free-text note shown in the 3CX console.", max_length=MAX_DESCRIPTION_LENGTH),
+]
+SearchInput = Annotated[
+    str,
+    BeforeValidator(_search),
+    Field(
+        description="Text to look for in caller IDs and descriptions (case-insensitive). Omit to list all.",
+        max_length=MAX_SEARCH_LENGTH,
+    ),
 ]
 IdList = Annotated[
     list[str | int] | str,
@@ -147,6 +160,7 @@ Field_ = Literal["caller_id", "description"]
 
 
 class UpdateResult(BaseModel):
+    operation_id: str | None = Field(description="Journal id of this change; restore_blacklist_numbers can undo it.")
     entry: BlacklistEntry = Field(description="The entry as the PBX stores it now (read back after the change).")
     previous: BlacklistEntry = Field(description="The entry before the change, to undo it if needed.")
     changed_fields: list[Field_] = Field(description="Fields that actually changed; empty if nothing did.")
@@ -165,6 +179,9 @@ class DeleteOutcome(BaseModel):
 
 
 class BulkDeleteResult(BaseModel):
+    operation_id: str | None = Field(
+        default=None, description="Journal id of this delete; restore_blacklist_numbers can re-create the entries."
+    )
     outcome: Literal["completed", "partial", "dry_run", "declined"]
     summary: str
     deleted: int
@@ -177,3 +194,21 @@ class DeleteConfirmation(BaseModel):
     """What the user is asked before a bulk delete."""
 
     confirm: bool = Field(title="Delete these entries", description="Tick to delete; they can only be re-added by hand.")
+
+
+RestoreStatus = Literal["recreated", "rolled_back", "already_present", "already_restored", "failed"]
+
+
+class RestoreOutcome(BaseModel):
+    id: str = Field(description="The entry's id when it was journaled.")
+    status: RestoreStatus
+    caller_id: str
+    description: str | None
+    current_id: str | None = Field(default=None, description="The entry's id now (re-created entries get a new one).")
+    reason: str | None = None
+
+
+class RestoreResult(BaseModel):
+    operation_id: str | None = Field(description="Journal id of this restore itself.")
+    summary: str
+    results: list[RestoreOutcome]

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from . import __version__
 from .client import XapiClient
 from .errors import ThreeCXMcpError
+from .journal import Journal
 from .tools import AppState, register
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,8 @@ log = logging.getLogger(__name__)
 INSTRUCTIONS = """\
 Manages the caller blacklist of a 3CX phone system. Find entries with list_blacklist_numbers
 (search by number, name or note); its ids are what get, update and bulk delete take. Deleting
-unblocks callers: preview with dry_run=true, and keep the returned caller IDs so entries can be
-re-added with add_blacklist_number."""
+unblocks callers: preview with dry_run=true. Every update and delete is journaled first;
+restore_blacklist_numbers undoes one by its operation_id."""
 
 
 def error_result(message: str) -> CallToolResult:
@@ -62,11 +63,13 @@ class BlacklistServer(MCPServer[AppState]):
             raise
 
 
-def build_server(client_factory: Callable[[], XapiClient], *, read_only: bool = False) -> BlacklistServer:
+def build_server(
+    client_factory: Callable[[], XapiClient], journal: Journal, *, read_only: bool = False
+) -> BlacklistServer:
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         async with client_factory() as client:
-            yield AppState(client=client)
+            yield AppState(client=client, journal=journal)
 
     server = BlacklistServer(
         "threecx-mcp",

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from . import blacklist
 from .client import XapiClient
+from .journal import Journal
 from .models import (
     AddResult,
     BlacklistEntry,
@@ -29,6 +30,8 @@ from .models import (
     DescriptionInput,
     EntryId,
     IdList,
+    RestoreResult,
+    SearchInput,
     UpdateResult,
 )
 
@@ -40,18 +43,20 @@ class AppState:
     """What the tools share for the server's lifetime."""
 
     client: XapiClient
+    journal: Journal
 
 
 def _client(ctx: Context) -> XapiClient:
     return ctx.request_context.lifespan_context.client
 
 
+def _journal(ctx: Context) -> Journal:
+    return ctx.request_context.lifespan_context.journal
+
+
 async def list_blacklist_numbers(
     ctx: Context,
-    search: Annotated[
-        str | None,
-        Field(description="Text to look for in caller IDs and descriptions (case-insensitive). Omit to list all."),
-    ] = None,
+    search: SearchInput | None = None,
     limit: Annotated[int, Field(ge=1, le=500, description="Entries per page (1-500).")] = 50,
     cursor: Annotated[str | None, Field(description="next_cursor from the previous page.")] = None,
 ) -> BlacklistPageResult:
@@ -92,7 +97,7 @@ async def update_blacklist_number(
     omitted fields stay as they are. Returns the entry as stored afterwards, the previous
     values, and which fields changed.
     """
-    return await blacklist.update_entry(_client(ctx), str(id), caller_id, description)
+    return await blacklist.update_entry(_client(ctx), _journal(ctx), str(id), caller_id, description)
 
 
 async def _confirm_bulk_delete(
@@ -136,7 +141,28 @@ async def bulk_delete_blacklist_numbers(
     )
     if not accepted:
         return blacklist.declined(id_list)
-    return await blacklist.bulk_delete(_client(ctx), id_list, dry_run=dry_run, progress=ctx.report_progress)
+    return await blacklist.bulk_delete(
+        _client(ctx), _journal(ctx), id_list, dry_run=dry_run, progress=ctx.report_progress
+    )
+
+
+async def restore_blacklist_numbers(
+    ctx: Context,
+    operation_id: Annotated[
+        str | None, Field(description="operation_id from an update or bulk delete result: undo that operation.")
+    ] = None,
+    ids: Annotated[
+        IdList | None, Field(description="Entry ids to put back as they were before their latest change or delete.")
+    ] = None,
+) -> RestoreResult:
+    """Undo updates and re-create deleted entries from the local safety journal.
+
+    Give operation_id (returned by update_blacklist_number and bulk_delete_blacklist_numbers),
+    ids, or both. Entries already as journaled are left alone, so restoring twice is safe.
+    Re-created entries get new ids; the result lists them.
+    """
+    id_list = None if ids is None else [str(i) for i in ids]
+    return await blacklist.restore(_client(ctx), _journal(ctx), operation_id, id_list)
 
 
 # name -> (function, title, read_only, destructive, idempotent)
@@ -146,6 +172,7 @@ _TOOLS = (
     (add_blacklist_number, "Add blacklist entry", False, False, False),
     (update_blacklist_number, "Update blacklist entry", False, True, True),
     (bulk_delete_blacklist_numbers, "Delete blacklist entries", False, True, True),
+    (restore_blacklist_numbers, "Restore blacklist entries", False, True, True),
 )
 
 
