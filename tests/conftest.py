@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -84,3 +85,20 @@ def journal(tmp_path: Path, sandbox_url: str) -> Journal:
 def make_server(client_factory: Callable[[], XapiClient], journal: Journal) -> Callable[..., BlacklistServer]:
     """The MCP server wired to the loopback sandbox and this test's journal."""
     return lambda read_only=False: build_server(client_factory, journal, read_only=read_only)
+
+
+@pytest.fixture(autouse=True)
+def no_secret_is_ever_logged(
+    caplog: pytest.LogCaptureFixture, sandbox_server: tuple[Sandbox, LoopbackServer]
+) -> Iterator[None]:
+    """Across every test's scenario: the API key and the bearer tokens never reach a log record."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    tokens = {
+        r.headers["authorization"].removeprefix("Bearer ")
+        for r in sandbox_server[0].requests
+        if r.headers.get("authorization", "").startswith("Bearer ")
+    }
+    logged = "\n".join(record.getMessage() for record in caplog.get_records("call") + caplog.get_records("setup"))
+    for secret in {SANDBOX_CLIENT_SECRET, AUTH_TOKEN, *tokens}:
+        assert secret not in logged, "a secret reached the logs"

@@ -14,3 +14,49 @@ FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, max_total=
 AUTH_TOKEN = "test-bearer-token-0123456789"
 # Servers the tests spawn journal here, never into the user's state directory.
 SUBPROCESS_JOURNAL = Path(tempfile.gettempdir()) / f"threecx-mcp-tests-{os.getpid()}" / "journal.jsonl"
+
+
+class ResettingProxy:
+    """A TCP proxy on 127.0.0.1 in front of the sandbox that can reset a connection (RST)
+    when a request carrying `marker` comes through: the real thing, not a simulated error."""
+
+    def __init__(self, upstream_port: int, marker: bytes, times: int = 1) -> None:
+        self.upstream_port, self.marker, self.times = upstream_port, marker, times
+        self.resets = 0
+        self.port = 0
+
+    async def serve(self, *, task_status) -> None:  # type: ignore[no-untyped-def]
+        import anyio
+
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        task_status.started()
+        await listener.serve(self._handle)
+
+    async def _handle(self, client) -> None:  # type: ignore[no-untyped-def]
+        import socket
+        import struct
+
+        import anyio
+
+        async with client, await anyio.connect_tcp("127.0.0.1", self.upstream_port) as upstream:
+
+            async def pump(source, sink, inspect: bool) -> None:  # type: ignore[no-untyped-def]
+                try:
+                    async for data in source:
+                        if inspect and self.times > 0 and self.marker in data:
+                            self.times -= 1
+                            self.resets += 1
+                            raw = client.extra(anyio.abc.SocketAttribute.raw_socket)
+                            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                            await client.aclose()
+                            await upstream.aclose()
+                            return
+                        await sink.send(data)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    return
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pump, upstream, client, False)
+                await pump(client, upstream, True)
+                tg.cancel_scope.cancel()

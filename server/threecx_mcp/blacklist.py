@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass, field
 
 import anyio
 from collections.abc import Awaitable, Callable, Sequence
@@ -193,66 +194,81 @@ async def bulk_delete(
     if not present:
         return _summarise([_outcome(i, before, "not_found") for i in ids], "completed", "")
     operation_id = journal.begin(DELETE_TOOL, [BlacklistEntry.of(before[i]) for i in present])
+    run = _BulkRun(ids, present, before, progress)
     try:
-        result = await _delete_and_verify(client, ids, present, before, progress)
+        result = await run.delete_and_verify(client)
     except BaseException:
-        # Cancelled or crashed midway: find out what really happened before letting go.
-        statuses = dict.fromkeys(present, "unknown")
+        # Cancelled or crashed midway: record what really happened before letting go.
         with anyio.CancelScope(shield=True), anyio.move_on_after(15):
-            try:
-                still_there = await find_existing(client, present)
-                statuses = {i: "failed" if i in still_there else "deleted" for i in present}
-            except PbxError:
-                pass
-        journal.end(operation_id, "interrupted", statuses)
+            await run.settle(client)
+        journal.end(operation_id, "interrupted", run.statuses)
         raise
     journal.end(operation_id, result.outcome, {r.id: r.status for r in result.results if r.id in before})
     return result.model_copy(update={"operation_id": operation_id})
 
 
-async def _delete_and_verify(
-    client: XapiClient,
-    ids: Sequence[str],
-    present: list[str],
-    before: dict[str, BlacklistRecord],
-    progress: ProgressFn,
-) -> BulkDeleteResult:
-    reasons: dict[str, str] = {}
-    chunks = [present[i : i + BULK_CHUNK_SIZE] for i in range(0, len(present), BULK_CHUNK_SIZE)]
-    for number, chunk in enumerate(chunks):
+@dataclass
+class _BulkRun:
+    """One bulk delete in progress; knows which ids are in flight if it is cut short."""
+
+    ids: Sequence[str]
+    present: list[str]
+    before: dict[str, BlacklistRecord]
+    progress: ProgressFn
+    in_flight: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+    statuses: dict[str, str] = field(default_factory=dict)
+
+    async def delete_and_verify(self, client: XapiClient) -> BulkDeleteResult:
+        chunks = [self.present[i : i + BULK_CHUNK_SIZE] for i in range(0, len(self.present), BULK_CHUNK_SIZE)]
+        for number, chunk in enumerate(chunks):
+            self.in_flight = chunk  # stays set if we are cancelled while the PBX has it
+            try:
+                await client.bulk_delete_blacklist_numbers(chunk)
+                self.in_flight = []
+            except PbxError as exc:
+                self.in_flight = []
+                self.reasons.update(dict.fromkeys(chunk, exc.user_message()))
+                if isinstance(exc, _FATAL):
+                    skipped = [i for later in chunks[number + 1 :] for i in later]
+                    self.reasons.update(dict.fromkeys(skipped, f"not attempted after an earlier failure: {exc.message}"))
+                    break
+            await self.progress(number + 1, len(chunks), f"sent {number + 1} of {len(chunks)} delete requests")
+
         try:
-            await client.bulk_delete_blacklist_numbers(chunk)
+            still_there = await find_existing(client, self.present)
         except PbxError as exc:
-            reasons.update(dict.fromkeys(chunk, exc.user_message()))
-            if isinstance(exc, _FATAL):
-                skipped = [i for later in chunks[number + 1 :] for i in later]
-                reasons.update(dict.fromkeys(skipped, f"not attempted after an earlier failure: {exc.message}"))
-                break
-        await progress(number + 1, len(chunks), f"sent {number + 1} of {len(chunks)} delete requests")
+            reason = f"could not check the result: {exc.user_message()}"
+            results = [
+                _outcome(i, self.before, "not_found")
+                if i not in self.before
+                else _outcome(i, self.before, "failed" if i in self.reasons else "unknown", self.reasons.get(i, reason))
+                for i in self.ids
+            ]
+            return _summarise(results, "partial", "The deletes were sent but the result could not be checked.")
 
-    try:
-        still_there = await find_existing(client, present)
-    except PbxError as exc:
-        reason = f"could not check the result: {exc.user_message()}"
-        results = [
-            _outcome(i, before, "not_found")
-            if i not in before
-            else _outcome(i, before, "failed" if i in reasons else "unknown", reasons.get(i, reason))
-            for i in ids
-        ]
-        return _summarise(results, "partial", "The deletes were sent but the result could not be checked.")
+        results = []
+        for i in self.ids:
+            if i not in self.before:
+                results.append(_outcome(i, self.before, "not_found"))
+            elif i in still_there:
+                why = self.reasons.get(i, "the PBX accepted the request but the entry still exists")
+                results.append(_outcome(i, self.before, "failed", why))
+            else:
+                results.append(_outcome(i, self.before, "deleted"))
+        failed = sum(r.status == "failed" for r in results)
+        return _summarise(results, "partial" if failed else "completed", "")
 
-    results = []
-    for i in ids:
-        if i not in before:
-            results.append(_outcome(i, before, "not_found"))
-        elif i in still_there:
-            why = reasons.get(i, "the PBX accepted the request but the entry still exists")
-            results.append(_outcome(i, before, "failed", why))
-        else:
-            results.append(_outcome(i, before, "deleted"))
-    failed = sum(r.status == "failed" for r in results)
-    return _summarise(results, "partial" if failed else "completed", "")
+    async def settle(self, client: XapiClient) -> None:
+        """After an interruption: gone means deleted, present means not, in flight means unknown."""
+        self.statuses = dict.fromkeys(self.present, "unknown")
+        try:
+            still_there = await find_existing(client, self.present)
+        except PbxError:
+            return
+        for i in self.present:
+            if i not in self.in_flight:
+                self.statuses[i] = "failed" if i in still_there else "deleted"
 
 
 def _outcome(entry_id: str, before: dict[str, BlacklistRecord], status: str, reason: str | None = None) -> DeleteOutcome:

@@ -59,6 +59,8 @@ class Fault:
     """Answer the next `times` matching requests with this instead of the real thing.
 
     `status=200` with a `body` of html/truncated/empty gives a garbage success answer.
+    `passthrough=True` only waits `delay` and then answers normally: a slow PBX that still
+    applies the change after the client has given up.
     """
 
     status: int = 503
@@ -68,6 +70,7 @@ class Fault:
     method: str | None = None
     retry_after: str | None = None
     delay: float = 0.0
+    passthrough: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and path.startswith(self.path) and self.method in (None, method)
@@ -203,7 +206,8 @@ class Sandbox:
             fault.times -= 1
             if fault.delay:
                 await anyio.sleep(fault.delay)
-            return _fault_response(fault)
+            if not fault.passthrough:
+                return _fault_response(fault)
         try:
             if req.path == "/connect/token" and req.method == "POST":
                 return self._token(req)
