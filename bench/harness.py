@@ -1,0 +1,60 @@
+"""What every benchmark needs: the sandbox PBX and the MCP server over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from pydantic import SecretStr
+
+from threecx_mcp.cli import client_factory, http_app
+from threecx_mcp.config import Settings
+from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
+
+BENCH_TOKEN = "bench-bearer-token"
+
+
+@dataclass
+class Stack:
+    sandbox: Sandbox
+    pbx_url: str
+    mcp_url: str
+    settings: Settings
+
+    def mcp_client(self) -> Client:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {BENCH_TOKEN}"}, timeout=60)
+        return Client(streamable_http_client(self.mcp_url, http_client=http))
+
+
+@contextmanager
+def stack(sandbox: Sandbox | None = None) -> Iterator[Stack]:
+    """Sandbox PBX and MCP server (streamable HTTP, bearer-protected), both on loopback ports."""
+    sandbox = sandbox or Sandbox()
+    with tempfile.TemporaryDirectory() as tmp, LoopbackServer(sandbox.app) as pbx:
+        settings = Settings.load(
+            url=pbx.url,
+            client_id=SANDBOX_CLIENT_ID,
+            client_secret=SecretStr(SANDBOX_CLIENT_SECRET),
+            mcp_auth_token=SecretStr(BENCH_TOKEN),
+            journal=Path(tmp) / "journal.jsonl",
+        )
+        with LoopbackServer(http_app(settings, client_factory(settings), "127.0.0.1")) as mcp:
+            yield Stack(sandbox, pbx.url, f"{mcp.url}/mcp", settings)
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
