@@ -125,3 +125,16 @@ async def test_invalid_requests_get_odata_errors(
     error = response.json()["error"]
     assert words in error["message"]
     assert sandbox.entries == before
+
+
+async def test_each_api_client_has_its_own_live_token(sandbox_url: str, sandbox: Sandbox) -> None:
+    sandbox.api_clients["second"] = "second-key"
+    async with httpx2.AsyncClient(base_url=sandbox_url) as client:
+        tokens = {}
+        for client_id, secret in (("sandbox", SANDBOX_CLIENT_SECRET), ("second", "second-key")):
+            form = {"client_id": client_id, "client_secret": secret, "grant_type": "client_credentials"}
+            tokens[client_id] = (await client.post("/connect/token", data=form)).json()["access_token"]
+        for token in tokens.values():
+            response = await client.get("/xapi/v1/BlackListNumbers", headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 200
+    del sandbox.api_clients["second"]

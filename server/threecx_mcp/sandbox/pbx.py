@@ -119,8 +119,7 @@ def _not_found(key: str) -> ODataError:
 class Sandbox:
     """State and switches of one simulated PBX; `app` is its ASGI entry point."""
 
-    client_id: str = SANDBOX_CLIENT_ID
-    client_secret: str = SANDBOX_CLIENT_SECRET
+    api_clients: dict[str, str] = field(default_factory=lambda: {SANDBOX_CLIENT_ID: SANDBOX_CLIENT_SECRET})
     token_lifetime: float = 3600.0
     latency: float = 0.0
     max_entries: int = 50_000
@@ -145,7 +144,7 @@ class Sandbox:
         self.requests.clear()
         self.exchanges.clear()
         self.token_lifetime, self.latency = self._configured
-        self._live_token_id: str | None = None
+        self._live_token_ids: dict[str, str] = {}
         self._next_id = 1
         if self.seed:
             for caller_id, description in SEED_ENTRIES:
@@ -163,8 +162,8 @@ class Sandbox:
         self.faults.extend(faults)
 
     def revoke_tokens(self) -> None:
-        """As if another process minted a token for the same API client: ours stops working."""
-        self._live_token_id = secrets.token_hex(8)
+        """As if another process minted a token for each API client: the ones in use stop working."""
+        self._live_token_ids = {client_id: secrets.token_hex(8) for client_id in self.api_clients}
 
     def count(self, method: str, path_prefix: str = "") -> int:
         return sum(1 for r in self.requests if r.method == method and r.path.startswith(path_prefix))
@@ -224,14 +223,14 @@ class Sandbox:
         form = dict(parse_qsl(req.body.decode("utf-8", "replace")))
         if form.get("grant_type") != "client_credentials":
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-        if form.get("client_id") != self.client_id or not secrets.compare_digest(
-            form.get("client_secret", "").encode(), self.client_secret.encode()
-        ):
+        client_id = form.get("client_id", "")
+        expected = self.api_clients.get(client_id)
+        if expected is None or not secrets.compare_digest(form.get("client_secret", "").encode(), expected.encode()):
             return JSONResponse({"error": "invalid_client"}, status_code=400)
         now = time.time()
-        self._live_token_id = secrets.token_hex(8)
+        token_id = self._live_token_ids[client_id] = secrets.token_hex(8)  # the previous one dies
         token = jwt.encode(
-            {"sub": self.client_id, "iat": int(now), "exp": math.ceil(now + self.token_lifetime), "jti": self._live_token_id},
+            {"sub": client_id, "iat": int(now), "exp": math.ceil(now + self.token_lifetime), "jti": token_id},
             self._signing_key,
             algorithm="HS256",
         )
@@ -243,7 +242,7 @@ class Sandbox:
             if scheme.lower() != "bearer":
                 raise jwt.InvalidTokenError("no bearer token")
             claims = jwt.decode(token, self._signing_key, algorithms=["HS256"])
-            if claims.get("jti") != self._live_token_id:
+            if claims.get("jti") != self._live_token_ids.get(claims.get("sub", "")):
                 raise jwt.InvalidTokenError("superseded")
         except jwt.PyJWTError:
             raise ODataError(401, "", "Unauthorized") from None
