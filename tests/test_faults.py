@@ -136,3 +136,21 @@ async def test_connection_reset_mid_bulk_delete(sandbox: Sandbox, sandbox_server
     assert proxy.resets == 1
     assert result["outcome"] == "completed" and sandbox.count("POST", BULK) == 1  # the reset one never arrived
     assert_journal_matches_the_pbx(journal, sandbox)
+
+
+async def test_a_delete_that_times_out_but_still_applies_is_reported_unknown(
+    sandbox: Sandbox, sandbox_url: str, journal: Journal
+) -> None:
+    sandbox.inject(Fault(path=BULK, delay=1.0, passthrough=True, times=10))  # every attempt is slow
+    factory = lambda: XapiClient(  # noqa: E731
+        PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr(SANDBOX_CLIENT_SECRET), timeout=0.3,
+        retry=RetryPolicy(attempts=2, base_delay=0.01),
+    )
+    async with Client(build_server(factory, journal)) as client:
+        result = await call(client, "bulk_delete_blacklist_numbers", ids=["1", "2"])
+    assert result["outcome"] == "partial"
+    assert [r["status"] for r in result["results"]] == ["unknown", "unknown"]
+    assert "may still delete" in result["results"][0]["reason"]
+    await anyio.sleep(1.2)  # the PBX finishes what it was given
+    assert "1" not in sandbox.entries
+    assert_journal_matches_the_pbx(journal, sandbox)  # gone, and never reported as not deleted

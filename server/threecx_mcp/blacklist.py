@@ -217,6 +217,7 @@ class _BulkRun:
     progress: ProgressFn
     in_flight: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
+    uncertain: set[str] = field(default_factory=set)  # their request got no answer: it may still apply
     statuses: dict[str, str] = field(default_factory=dict)
 
     async def delete_and_verify(self, client: XapiClient) -> BulkDeleteResult:
@@ -229,6 +230,8 @@ class _BulkRun:
             except PbxError as exc:
                 self.in_flight = []
                 self.reasons.update(dict.fromkeys(chunk, exc.user_message()))
+                if isinstance(exc, PbxUnreachable):
+                    self.uncertain.update(chunk)
                 if isinstance(exc, _FATAL):
                     skipped = [i for later in chunks[number + 1 :] for i in later]
                     self.reasons.update(dict.fromkeys(skipped, f"not attempted after an earlier failure: {exc.message}"))
@@ -242,7 +245,12 @@ class _BulkRun:
             results = [
                 _outcome(i, self.before, "not_found")
                 if i not in self.before
-                else _outcome(i, self.before, "failed" if i in self.reasons else "unknown", self.reasons.get(i, reason))
+                else _outcome(
+                    i,
+                    self.before,
+                    "failed" if i in self.reasons and i not in self.uncertain else "unknown",
+                    self.reasons.get(i, reason),
+                )
                 for i in self.ids
             ]
             return _summarise(results, "partial", "The deletes were sent but the result could not be checked.")
@@ -251,12 +259,15 @@ class _BulkRun:
         for i in self.ids:
             if i not in self.before:
                 results.append(_outcome(i, self.before, "not_found"))
+            elif i in still_there and i in self.uncertain:
+                why = f"{self.reasons[i]} The PBX may still delete it; check with get_blacklist_number."
+                results.append(_outcome(i, self.before, "unknown", why))
             elif i in still_there:
                 why = self.reasons.get(i, "the PBX accepted the request but the entry still exists")
                 results.append(_outcome(i, self.before, "failed", why))
             else:
                 results.append(_outcome(i, self.before, "deleted"))
-        failed = sum(r.status == "failed" for r in results)
+        failed = sum(r.status in ("failed", "unknown") for r in results)
         return _summarise(results, "partial" if failed else "completed", "")
 
     async def settle(self, client: XapiClient) -> None:
@@ -267,8 +278,10 @@ class _BulkRun:
         except PbxError:
             return
         for i in self.present:
-            if i not in self.in_flight:
-                self.statuses[i] = "failed" if i in still_there else "deleted"
+            if i not in still_there:
+                self.statuses[i] = "deleted"
+            elif i not in self.in_flight and i not in self.uncertain:
+                self.statuses[i] = "failed"
 
 
 def _outcome(entry_id: str, before: dict[str, BlacklistRecord], status: str, reason: str | None = None) -> DeleteOutcome:
