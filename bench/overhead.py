@@ -13,7 +13,6 @@ from pathlib import Path
 import anyio
 import httpx2
 from mcp import Client, StdioServerParameters
-from pydantic import SecretStr
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

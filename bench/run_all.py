@@ -70,7 +70,7 @@ def main() -> int:
         "| ids | wall time | time vs the size before (10x the ids) | XAPI requests | peak traced memory (sandbox included) |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for previous, row in zip([None, *rows], rows):
+    for previous, row in zip([None, *rows[:-1]], rows, strict=True):
         growth = f"{row['seconds'] / previous['seconds']:.1f}x" if previous else "—"
         lines.append(
             f"| {row['ids']:,} | {row['seconds'] * 1000:.0f} ms | {growth} | {row['requests']} | {row['peak_mib']:.1f} MiB |"

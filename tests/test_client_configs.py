@@ -4,7 +4,6 @@ and really starts a working server; the MCP Inspector (a client we did not write
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess

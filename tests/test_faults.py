@@ -3,7 +3,7 @@ the right number of requests, and a journal that matches the PBX."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from threecx_mcp.client import RetryPolicy, XapiClient
 from threecx_mcp.config import PbxEndpoint
 from threecx_mcp.journal import Journal
-from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Fault, Sandbox
+from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Fault, Sandbox
 from threecx_mcp.server import BlacklistServer, build_server
 
 from .support import FAST_RETRY, ResettingProxy

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 
-from threecx_mcp.client import XapiClient
 from threecx_mcp.sandbox import SEED_ENTRIES, Sandbox
 from threecx_mcp.server import BlacklistServer
 

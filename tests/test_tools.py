@@ -10,7 +10,6 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult, ElicitResult
 
-from threecx_mcp.client import XapiClient
 from threecx_mcp.sandbox import SEED_ENTRIES, Fault, Sandbox
 from threecx_mcp.server import BlacklistServer
 

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -18,7 +17,7 @@ from pydantic import SecretStr
 from threecx_mcp.cli import http_app
 from threecx_mcp.config import Settings
 from threecx_mcp.errors import ConfigError
-from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
+from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Sandbox
 
 from .support import AUTH_TOKEN, REPO, SUBPROCESS_JOURNAL
 
@@ -129,7 +128,6 @@ def test_doctor_passes_on_the_sandbox_and_fails_with_a_fix(tmp_path: Path, sandb
 
 async def test_tools_list_matches_the_committed_snapshot(make_server) -> None:  # type: ignore[no-untyped-def]
     """A schema change must be a deliberate diff: refresh with UPDATE_SNAPSHOTS=1."""
-    from threecx_mcp.server import BlacklistServer
 
     async with Client(make_server()) as client:
         tools = (await client.list_tools()).tools

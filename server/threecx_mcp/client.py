@@ -16,7 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from . import __version__, odata
 from .auth import ClientCredentialsAuth
 from .config import PbxEndpoint, Settings
-from .errors import InvalidArgument, PbxError, PbxServerError, PbxUnreachable, RateLimited, error_from_response, error_from_transport, unexpected_body
+from .errors import (
+    InvalidArgument,
+    PbxError,
+    PbxServerError,
+    PbxUnreachable,
+    RateLimited,
+    error_from_response,
+    error_from_transport,
+    unexpected_body,
+)
 
 log = logging.getLogger(__name__)
 

@@ -188,24 +188,23 @@ def error_from_response(response: httpx2.Response) -> PbxError:
     """Map a failed XAPI answer onto the hierarchy, keeping the PBX's own words as data."""
     status = response.status_code
     code, message, details = _odata_error(response)
-    cls, text = _STATUS_CLASSES.get(
-        status, (PbxServerError, f"The PBX answered with HTTP {status}.") if status >= 500 else (InvalidRequest, "")
-    )
+    if status in _STATUS_CLASSES:
+        cls, text = _STATUS_CLASSES[status]
+    elif status >= 500:
+        cls, text = PbxServerError, f"The PBX answered with HTTP {status}."
+    else:
+        cls, text = InvalidRequest, f"The PBX refused the request with HTTP {status}."
     tokens = " ".join(filter(None, [code, message, *(d.code for d in details)]))
     for token, token_cls, token_text in _CODE_CLASSES:
         if token in tokens:
             cls, text = token_cls, token_text
             break
-    if not text:
-        text = f"The PBX refused the request with HTTP {status}."
-    if code is None and message is None and status >= 400:
-        content_type = response.headers.get("content-type", "")
-        if "json" not in content_type:
-            message = f"(a {content_type or 'untyped'} body instead of an OData error)"
-    kwargs = {"status": status, "code": code, "pbx_message": message, "details": details}
+    if code is None and message is None and "json" not in response.headers.get("content-type", ""):
+        message = f"(a {response.headers.get('content-type') or 'untyped'} body instead of an OData error)"
     if cls is RateLimited:
-        return RateLimited(text, retry_after=parse_retry_after(response.headers.get("retry-after")), **kwargs)
-    return cls(text, **kwargs)  # type: ignore[arg-type]
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return RateLimited(text, retry_after=retry_after, status=status, code=code, pbx_message=message, details=details)
+    return cls(text, status=status, code=code, pbx_message=message, details=details)
 
 
 def error_from_transport(exc: httpx2.TransportError, url: str) -> PbxUnreachable:
