@@ -154,3 +154,57 @@ async def test_http_refuses_an_oversized_body(http_server: str) -> None:
     async with httpx2.AsyncClient() as http:
         response = await http.post(f"{http_server}/mcp", content=body, headers=headers)
     assert response.status_code == 413
+
+
+def test_a_busy_port_is_a_clear_error() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [console_script(), "--sandbox", "--transport", "http", "--port", str(port)],
+            env={**os.environ, "THREECX_JOURNAL": str(SUBPROCESS_JOURNAL)},
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )
+    assert done.returncode == 2
+    assert f"Cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_http_command_serves_what_it_announces(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "THREECX_JOURNAL": str(tmp_path / "j.jsonl")}
+    server = subprocess.Popen(
+        [console_script(), "--sandbox", "--transport", "http", "--port", str(port)],
+        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        announced = server.stderr.readline()  # type: ignore[union-attr]
+        assert f"http://127.0.0.1:{port}/mcp" in announced
+        deadline = time.monotonic() + 20
+
+        async def session() -> int:
+            async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                page = await client.call_tool("list_blacklist_numbers", {"limit": 1})
+                return page.structured_content["total"]  # type: ignore[index]
+
+        import anyio
+
+        while True:
+            try:
+                assert anyio.run(session) == 12
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -6,6 +6,7 @@ import argparse
 import hmac
 import ipaddress
 import logging
+import socket
 import sys
 from collections.abc import Callable, Sequence
 
@@ -125,14 +126,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_server(factory, journal_for(settings), read_only=settings.read_only).run("stdio")
             return 0
         app = http_app(settings, factory, args.host)
+        listener = bind(args.host, args.port)
     except ConfigError as exc:
         print(f"threecx-mcp: {exc.user_message()}", file=sys.stderr)
         return 2
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     pbx = "the sandbox PBX" if settings.sandbox else settings.endpoint().origin
     print(f"threecx-mcp: MCP over streamable HTTP at http://{shown_host}:{args.port}/mcp ({pbx})", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    config = uvicorn.Config(app, log_level="warning", interface="asgi3")
+    uvicorn.Server(config).run(sockets=[listener])
     return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before announcing the URL, so a busy port is a clear error rather than a traceback."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listener = socket.socket(family, kind, proto)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot listen on {host}:{port} ({exc.strerror or exc}); pass another --port, or stop what uses it."
+        ) from None
+    return listener
 
 
 def doctor(settings: Settings) -> int:
