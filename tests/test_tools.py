@@ -303,3 +303,20 @@ async def test_read_only_mode_registers_no_write_tools(make_server: Callable[...
         result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ["1"]})
         assert result.is_error
     assert "1" in sandbox.entries
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_bulk_delete_reports_progress_per_chunk(
+    make_server: Callable[..., BlacklistServer], sandbox: Sandbox, mode: str
+) -> None:
+    ids = [sandbox.add(f"+1444{i:07d}")["Id"] for i in range(1_200)]
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        seen.append((done, total, message))
+
+    async with Client(make_server(), mode=mode) as client:
+        result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ids}, progress_callback=progress)
+    assert result.structured_content["deleted"] == 1_200  # type: ignore[index]
+    assert [(d, t) for d, t, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert seen[-1][2] == "sent 3 of 3 delete requests"
