@@ -16,10 +16,11 @@ from mcp import Client
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import machine, stack  # noqa: E402
 from threecx_mcp.cli import client_factory  # noqa: E402
 from threecx_mcp.journal import Journal  # noqa: E402
 from threecx_mcp.server import build_server  # noqa: E402
+
+from bench.harness import machine, stack  # noqa: E402
 
 
 async def _delete(client: Client, ids: list[str]) -> None:

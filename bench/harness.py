@@ -14,7 +14,6 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
-
 from threecx_mcp.cli import client_factory, http_app
 from threecx_mcp.config import Settings
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox

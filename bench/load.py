@@ -16,8 +16,9 @@ import anyio
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import Stack, machine, stack  # noqa: E402
 from threecx_mcp.sandbox import SEED_ENTRIES  # noqa: E402
+
+from bench.harness import Stack, machine, stack  # noqa: E402
 
 
 @dataclass

@@ -16,10 +16,11 @@ from mcp import Client, StdioServerParameters
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import machine, median_ms, stack  # noqa: E402
 from threecx_mcp.cli import client_factory  # noqa: E402
 from threecx_mcp.journal import Journal  # noqa: E402
 from threecx_mcp.server import build_server  # noqa: E402
+
+from bench.harness import machine, median_ms, stack  # noqa: E402
 
 DIRECT_CLIENT = ("bench-direct", "bench-direct-key")  # its own API client, so tokens never collide
 

@@ -15,12 +15,13 @@ from pydantic import SecretStr
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import machine, stack  # noqa: E402
 from threecx_mcp import blacklist  # noqa: E402
 from threecx_mcp.client import XapiClient  # noqa: E402
 from threecx_mcp.config import PbxEndpoint  # noqa: E402
 from threecx_mcp.journal import Journal  # noqa: E402
 from threecx_mcp.sandbox import Sandbox  # noqa: E402
+
+from bench.harness import machine, stack  # noqa: E402
 
 PEER = ("peer-sdk", "peer-sdk-key")
 OURS = ("threecx-mcp", "threecx-mcp-key")

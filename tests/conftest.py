@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-
 from threecx_mcp.client import XapiClient
 from threecx_mcp.config import PbxEndpoint
 from threecx_mcp.journal import Journal
-from threecx_mcp.server import BlacklistServer, build_server
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
+from threecx_mcp.server import BlacklistServer, build_server
 
 from .support import AUTH_TOKEN, FAST_RETRY
-
 
 
 @pytest.fixture

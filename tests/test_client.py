@@ -8,7 +8,6 @@ import anyio
 import jwt
 import pytest
 from pydantic import SecretStr
-
 from threecx_mcp.auth import _lifetime
 from threecx_mcp.client import RetryPolicy, XapiClient
 from threecx_mcp.config import PbxEndpoint
@@ -264,3 +263,17 @@ async def test_a_request_too_large_for_a_url_is_refused_before_sending(xapi: Xap
     with pytest.raises(InvalidArgument, match="too large to send"):
         await xapi.list_blacklist(filter="CallerId eq '" + "x" * 100_000 + "'")
     assert sandbox.count("GET", "/xapi/") == 0
+
+
+def test_retry_after_in_both_http_forms() -> None:
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    from threecx_mcp.errors import parse_retry_after
+
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 < parse_retry_after(soon) <= 30  # type: ignore[operator]
+    assert parse_retry_after("soonish") is None and parse_retry_after(None) is None

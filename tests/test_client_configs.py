@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import yaml
 from mcp import Client, StdioServerParameters
-
 from threecx_mcp.cli import parse_args
 from threecx_mcp.sandbox import Sandbox
 

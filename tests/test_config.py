@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from threecx_mcp.config import PbxEndpoint, Settings
 from threecx_mcp.errors import ConfigError
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from threecx_mcp.client import XapiClient
 from threecx_mcp.errors import PbxError
 from threecx_mcp.sandbox import Fault, Sandbox

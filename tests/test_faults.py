@@ -9,7 +9,6 @@ import anyio
 import pytest
 from mcp import Client
 from pydantic import SecretStr
-
 from threecx_mcp.client import RetryPolicy, XapiClient
 from threecx_mcp.config import PbxEndpoint
 from threecx_mcp.journal import Journal

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
-
 from threecx_mcp.sandbox import SEED_ENTRIES, Sandbox
 from threecx_mcp.server import BlacklistServer
 

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
-
 from threecx_mcp import blacklist
 from threecx_mcp.client import XapiClient
 from threecx_mcp.errors import NotFound

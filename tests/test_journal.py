@@ -10,7 +10,6 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-
 from threecx_mcp import blacklist
 from threecx_mcp.client import XapiClient
 from threecx_mcp.journal import Journal

@@ -7,7 +7,6 @@ from urllib.parse import unquote
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from threecx_mcp import odata
 
 

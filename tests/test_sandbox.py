@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
-
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SEED_ENTRIES, Sandbox
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,6 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from pydantic import SecretStr
-
 from threecx_mcp.client import XapiClient
 from threecx_mcp.config import PbxEndpoint, Settings
 from threecx_mcp.journal import Journal

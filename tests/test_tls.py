@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-
 from threecx_mcp.client import RetryPolicy, XapiClient
 from threecx_mcp.config import Settings
 from threecx_mcp.errors import TlsError

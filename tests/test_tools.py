@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from mcp import Client
 from mcp_types import CallToolResult, ElicitResult
-
 from threecx_mcp.sandbox import SEED_ENTRIES, Fault, Sandbox
 from threecx_mcp.server import BlacklistServer
 

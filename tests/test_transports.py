@@ -13,7 +13,6 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from pydantic import SecretStr
-
 from threecx_mcp.cli import http_app
 from threecx_mcp.config import Settings
 from threecx_mcp.errors import ConfigError

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
-from collections.abc import Awaitable, Callable, Sequence
 
 from . import odata
 from .client import BlacklistRecord, XapiClient

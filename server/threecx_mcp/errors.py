@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import ClassVar
 
 import httpx2
@@ -162,12 +164,18 @@ _CODE_CLASSES: tuple[tuple[str, type[PbxError], str], ...] = (
 
 
 def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait, from either form HTTP allows (delta-seconds or an HTTP-date)."""
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        return None  # the HTTP-date form: fall back to our own backoff
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # unreadable: fall back to our own backoff
+    return max(0.0, (when - datetime.now(UTC)).total_seconds()) if when.tzinfo else None
 
 
 def _odata_error(response: httpx2.Response) -> tuple[str | None, str | None, tuple[ODataDetail, ...]]:
