@@ -27,9 +27,6 @@ from .journal import Journal, default_path
 from .sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 from .server import build_server
 
-log = logging.getLogger("threecx_mcp")
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="threecx-mcp",
@@ -46,25 +43,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def sandbox_client_factory(sandbox: Sandbox, **kwargs: object) -> Callable[[], XapiClient]:
-    """Clients that reach the sandbox in-process, with no port and no credentials to set."""
-    return lambda: XapiClient(
-        PbxEndpoint.parse("http://sandbox.pbx.invalid"),
-        SANDBOX_CLIENT_ID,
-        SecretStr(SANDBOX_CLIENT_SECRET),
-        transport=httpx2.ASGITransport(app=sandbox.app),
-        **kwargs,  # type: ignore[arg-type]
-    )
-
-
 def journal_for(settings: Settings) -> Journal:
     pbx = "sandbox" if settings.sandbox else settings.endpoint().origin
     return Journal(settings.journal or default_path(settings.sandbox), pbx)
 
 
 def client_factory(settings: Settings) -> Callable[[], XapiClient]:
-    if settings.sandbox:
-        return sandbox_client_factory(Sandbox(), timeout=settings.timeout)
+    if settings.sandbox:  # in-process: no port, no credentials to set
+        sandbox = Sandbox()
+        return lambda: XapiClient(
+            PbxEndpoint.parse("http://sandbox.pbx.invalid"),
+            SANDBOX_CLIENT_ID,
+            SecretStr(SANDBOX_CLIENT_SECRET),
+            timeout=settings.timeout,
+            transport=httpx2.ASGITransport(app=sandbox.app),
+        )
     settings.endpoint(), settings.credentials(), settings.tls_verify()  # fail fast, before a client connects
     return lambda: XapiClient.from_settings(settings)
 

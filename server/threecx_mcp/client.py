@@ -220,7 +220,8 @@ class XapiClient:
             out_of_time = time.monotonic() - started + delay > self.retry.max_total
             if not retryable or attempt + 1 == self.retry.attempts or out_of_time:
                 raise error
-            log.warning("%s %s failed (%s); retry %d in %.1fs", method, path.split("(")[0], type(error).__name__, attempt + 1, delay)
+            what = path.split("(")[0]  # the entity set, never a key
+            log.warning("%s %s failed (%s); retry %d in %.1fs", method, what, type(error).__name__, attempt + 1, delay)
             await anyio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
