@@ -132,8 +132,9 @@ async def bulk_delete_blacklist_numbers(
     """Delete many blacklist entries at once (unblocks those callers).
 
     Get ids from list_blacklist_numbers. Reports per id whether it was deleted or not found
-    (or failed, with the reason), with each deleted entry's caller ID and description so it
-    can be re-added. Use dry_run=true first to preview. Up to 10,000 ids per call.
+    (or failed, with the reason), with each deleted entry's caller ID and description; pass
+    the returned operation_id to restore_blacklist_numbers to undo. Use dry_run=true first to
+    preview. Up to 10,000 ids per call.
     """
     id_list = [str(i) for i in ids]
     accepted = isinstance(confirmation, AcceptedElicitation) and (
