@@ -189,3 +189,17 @@ def test_inspector_over_http(inspector: str, sandbox: Sandbox, http_server: str)
     deleted = inspect(inspector, *target, "--method", "tools/call", "--tool-name", "bulk_delete_blacklist_numbers",
                       "--tool-arg", 'ids=["3"]')
     assert deleted["structuredContent"]["deleted"] == 1 and "3" not in sandbox.entries
+
+
+def test_claude_mcp_add_command_line() -> None:
+    import shlex
+
+    script = (CONFIGS / "claude-code" / "claude-mcp-add.sh").read_text()
+    words = shlex.split(" ".join(line.rstrip("\\") for line in script.splitlines() if not line.startswith("#")))
+    assert words[:4] == ["claude", "mcp", "add", "threecx"]
+    separator = words.index("--")
+    env = [words[i + 1] for i, word in enumerate(words[:separator]) if word == "-e"]
+    assert all(REFERENCE.search(pair.split("=", 1)[1]) for pair in env)
+    assert {pair.split("=", 1)[0] for pair in env} == {"THREECX_URL", "THREECX_CLIENT_ID", "THREECX_CLIENT_SECRET"}
+    assert words[separator + 1] == "threecx-mcp"
+    assert parse_args(words[separator + 2 :]).transport == "stdio"
