@@ -13,7 +13,7 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from pydantic import SecretStr
-from threecx_mcp.cli import http_app
+from threecx_mcp.cli import RequireBearerToken, http_app
 from threecx_mcp.config import Settings
 from threecx_mcp.errors import ConfigError
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Sandbox
@@ -111,7 +111,7 @@ def test_binding_beyond_loopback_requires_a_token() -> None:
     with pytest.raises(ConfigError, match="THREECX_MCP_AUTH_TOKEN"):
         http_app(settings, client_factory(settings), "0.0.0.0")
     protected = Settings.load(sandbox=True, mcp_auth_token=SecretStr(AUTH_TOKEN))
-    assert http_app(protected, client_factory(protected), "0.0.0.0") is not None
+    assert isinstance(http_app(protected, client_factory(protected), "0.0.0.0"), RequireBearerToken)
 
 
 def test_doctor_passes_on_the_sandbox_and_fails_with_a_fix(tmp_path: Path, sandbox_url: str) -> None:
