@@ -31,7 +31,7 @@ async def _delete(client: Client, ids: list[str]) -> None:
 async def measure(sizes: list[int], repeats: int) -> list[dict[str, float]]:
     rows = []
     with stack() as target, tempfile.TemporaryDirectory() as tmp:
-        server = build_server(client_factory(target.settings), Journal(Path(tmp) / "j.jsonl", "bench"))
+        server = build_server(client_factory(target.settings), Journal(Path(tmp) / "j.sqlite3", "bench"))
         async with Client(server) as client:
             await client.call_tool("get_blacklist_number", {"id": "1"})  # token and connections warm
             for size in sizes:

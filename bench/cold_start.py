@@ -51,7 +51,7 @@ def servers(journal_dir: str) -> dict[str, StdioServerParameters]:
     bin_dir = Path(sys.executable).parent
     ours = StdioServerParameters(
         command=str(bin_dir / "threecx-mcp"),
-        env={"THREECX_SANDBOX": "true", "THREECX_JOURNAL": str(Path(journal_dir) / "j.jsonl")},
+        env={"THREECX_SANDBOX": "true", "THREECX_JOURNAL": str(Path(journal_dir) / "j.sqlite3")},
     )
     reference = shutil.which(REFERENCE, path=str(bin_dir)) or REFERENCE
     return {"threecx-mcp": ours, REFERENCE: StdioServerParameters(command=reference, env={"TZ": "UTC"})}

@@ -43,7 +43,7 @@ def stack(sandbox: Sandbox | None = None) -> Iterator[Stack]:
             client_id=SANDBOX_CLIENT_ID,
             client_secret=SecretStr(SANDBOX_CLIENT_SECRET),
             mcp_auth_token=SecretStr(BENCH_TOKEN),
-            journal=Path(tmp) / "journal.jsonl",
+            journal=Path(tmp) / "journal.sqlite3",
         )
         with LoopbackServer(http_app(settings, client_factory(settings), "127.0.0.1")) as mcp:
             yield Stack(sandbox, pbx.url, f"{mcp.url}/mcp", settings)

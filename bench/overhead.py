@@ -59,7 +59,7 @@ async def measure(samples: int) -> dict[str, float]:
 
             return await _timed(samples, call)
 
-        server = build_server(client_factory(target.settings), Journal(Path(tmp) / "j.jsonl", "bench"))
+        server = build_server(client_factory(target.settings), Journal(Path(tmp) / "j.sqlite3", "bench"))
         async with Client(server) as client:
             results["mcp in-memory"] = median_ms(await through(client))
         env = {

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from threecx_mcp import blacklist  # noqa: E402
+from threecx_mcp.operations import bulk_delete, entries  # noqa: E402
 from threecx_mcp.client import XapiClient  # noqa: E402
 from threecx_mcp.config import PbxEndpoint  # noqa: E402
 from threecx_mcp.journal import Journal  # noqa: E402
@@ -44,20 +44,20 @@ def measure(ids: int, repeats: int) -> dict[str, dict[str, float]]:
     }
     with stack(sandbox) as target, tempfile.TemporaryDirectory() as tmp:
         peer = ThreeCXClient(base_url=target.pbx_url, client_id=PEER[0], client_secret=PEER[1])
-        journal = Journal(Path(tmp) / "j.jsonl", "bench")
+        journal = Journal(Path(tmp) / "j.sqlite3", "bench")
 
         async def ours_run(record: dict[str, list[float]], repeat: int) -> None:
             async with XapiClient(PbxEndpoint.parse(target.pbx_url), OURS[0], SecretStr(OURS[1])) as xapi:
                 await xapi.get_blacklist_number("1")  # warm token and connection, as the peer is
                 mark = len(sandbox.requests)
                 started = time.perf_counter()
-                await blacklist.update_entry(xapi, journal, "1", None, f"ours {repeat}")
+                await entries.update_entry(xapi, journal, "1", None, f"ours {repeat}")
                 record["update_s"].append(time.perf_counter() - started)
                 record["update_requests"].append(_count(sandbox, mark))
                 doomed = _seed(sandbox, ids, "3")
                 mark = len(sandbox.requests)
                 started = time.perf_counter()
-                result = await blacklist.bulk_delete(xapi, journal, doomed, dry_run=False)
+                result = await bulk_delete.bulk_delete(xapi, journal, doomed, dry_run=False)
                 record["delete_s"].append(time.perf_counter() - started)
                 record["delete_requests"].append(_count(sandbox, mark))
                 assert result.deleted == ids

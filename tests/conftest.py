@@ -76,7 +76,22 @@ def http_server(sandbox: Sandbox, sandbox_url: str, journal: Journal) -> Iterato
 
 @pytest.fixture
 def journal(tmp_path: Path, sandbox_url: str) -> Journal:
-    return Journal(tmp_path / "journal.jsonl", PbxEndpoint.parse(sandbox_url).origin)
+    return Journal(tmp_path / "journal.sqlite3", PbxEndpoint.parse(sandbox_url).origin)
+
+
+# How a real PBX may page and filter; the tool tests that page or look up ids run against each.
+PBX_VARIANTS = {
+    "aspnet": {},  # ASP.NET OData defaults: `in` understood, $filter node limit 100, no page cap
+    "capped": {"page_cap": 5, "supports_in": False},  # server-driven paging with nextLink; `or` chains only
+}
+
+
+@pytest.fixture(params=sorted(PBX_VARIANTS))
+def pbx_variant(request: pytest.FixtureRequest, sandbox: Sandbox) -> str:
+    """The sandbox switched to one way a real PBX may page and filter (reset after the test)."""
+    for name, value in PBX_VARIANTS[request.param].items():
+        setattr(sandbox, name, value)
+    return str(request.param)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ SHARED_XAPI = REPO.parent / "shared" / "3cx-xapi"
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, max_total=5.0)
 AUTH_TOKEN = "test-bearer-token-0123456789"
 # Servers the tests spawn journal here, never into the user's state directory.
-SUBPROCESS_JOURNAL = Path(tempfile.gettempdir()) / f"threecx-mcp-tests-{os.getpid()}" / "journal.jsonl"
+SUBPROCESS_JOURNAL = Path(tempfile.gettempdir()) / f"threecx-mcp-tests-{os.getpid()}" / "journal.sqlite3"
 
 
 class ResettingProxy:
@@ -60,3 +60,20 @@ class ResettingProxy:
                 tg.start_soon(pump, upstream, client, False)
                 await pump(client, upstream, True)
                 tg.cancel_scope.cancel()
+
+
+async def assert_journal_matches_the_pbx(journal, sandbox) -> None:  # type: ignore[no-untyped-def]
+    """Every operation is closed; nothing journaled deleted still exists; nothing deleted is unreported."""
+    for operation in await journal.recent(10_000):
+        assert operation.outcome is not None, "every operation has its end record"
+        for item in await journal.items(operation.operation_id):
+            if operation.kind == "delete":
+                assert item.status != "pending"
+                if item.status == "deleted":
+                    assert item.entry_id not in sandbox.entries
+                if item.entry_id not in sandbox.entries:
+                    assert item.status in ("deleted", "unknown"), (item.entry_id, item.status)
+
+
+def statuses(items) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {item.entry_id: item.status for item in items}

@@ -29,13 +29,13 @@ def test_token_economy() -> None:
 
 def test_bulk_delete_request_counts() -> None:
     rows = anyio.run(bulk_delete.measure, [10, 600], 1)
-    # 10 ids: one filtered lookup, one delete, one check; 600: two pages before, two chunks, one page after
-    assert [row["requests"] for row in rows] == [3, 2 + 2 + 1]
+    # 10 ids: one `in` lookup, one delete, one check; 600: a count, two scan pages, two chunks, one page after
+    assert [row["requests"] for row in rows] == [3, 1 + 2 + 2 + 1]
 
 
 def test_cold_start_compares_with_the_reference_server() -> None:
     rows = anyio.run(cold_start.measure, 1)
-    assert rows["threecx-mcp"]["tools"] == 6 and rows[cold_start.REFERENCE]["tools"] >= 1
+    assert rows["threecx-mcp"]["tools"] == 7 and rows[cold_start.REFERENCE]["tools"] >= 1
     assert all(row["peak_rss_mib"] > 0 for row in rows.values())
 
 

@@ -33,9 +33,10 @@ ADVERSARIAL_KEYS = ["a'b/c #d?e%f", "Zoë ☎ 电话", "k" * 1000, "') or true o
 
 
 async def test_list_get_create_update_delete_round_trip(xapi: XapiClient, sandbox: Sandbox) -> None:
-    page = await xapi.list_blacklist(count=True, top=5, orderby=("CallerId",))
-    assert page.total == len(SEED_ENTRIES)
+    page = await xapi.page(terms=[], after=None, limit=5)
+    assert page.remaining == len(SEED_ENTRIES)
     assert [r.caller_id for r in page.records] == sorted(c for c, _ in SEED_ENTRIES)[:5]
+    assert await xapi.count() == len(SEED_ENTRIES)
 
     created = await xapi.create_blacklist_number("+4915112345678", "Spam")
     assert created.caller_id == "+4915112345678" and created.description == "Spam"
@@ -66,17 +67,23 @@ async def test_bulk_delete_posts_string_ids(xapi: XapiClient, sandbox: Sandbox) 
     assert "1" not in sandbox.entries and "3" not in sandbox.entries and "2" in sandbox.entries
 
 
-async def test_filters_and_paging(xapi: XapiClient, sandbox: Sandbox) -> None:
-    page = await xapi.list_blacklist(filter="startswith(CallerId,'+44')", count=True, select=("Id", "CallerId"))
-    assert sorted(r.caller_id for r in page.records) == ["+442071838750", "+442079460000"]
-    assert all(r.description is None for r in page.records)
-    everything = await xapi.iter_blacklist(page_size=5)
-    assert sorted(r.id for r in everything) == sorted(sandbox.entries)
-    assert sandbox.count("GET", "/xapi/v1/BlackListNumbers") == 1 + 3
+async def test_collection_queries_are_percent_encoded_with_20_never_plus(
+    xapi: XapiClient, sandbox: Sandbox
+) -> None:
+    """OData's grammar has no `+` for a space, and a real `+` (every E.164 number) must stay a `+`."""
+    tricky = "+1 555 & x=y #1 100% O'Brien"
+    sandbox.add(tricky, "a b+c")
+    assert set(await xapi.find_by_caller_ids([tricky, "+15550100199"])) == {tricky, "+15550100199"}
+    assert [r.caller_id for r in (await xapi.page(terms=["% o'b"], after=None, limit=5)).records] == [tricky]
+    assert [r.caller_id for r in (await xapi.page(terms=["B+C"], after=None, limit=5)).records] == [tricky]
+    queries = [r.query for r in sandbox.requests if r.path == "/xapi/v1/BlackListNumbers"]
+    assert len(queries) == 3 and all("%20" in q and "+" not in q and " " not in q for q in queries)
 
 
 @pytest.mark.parametrize("key", ADVERSARIAL_KEYS)
-async def test_adversarial_keys_address_exactly_their_entry(xapi: XapiClient, sandbox: Sandbox, key: str) -> None:
+async def test_adversarial_keys_address_exactly_their_entry(
+    xapi: XapiClient, sandbox: Sandbox, key: str
+) -> None:
     sandbox.add("+15550000001", "target", entry_id=key)
     assert (await xapi.get_blacklist_number(key)).id == key
     await xapi.update_blacklist_number(key, {"Description": "hit"})
@@ -84,7 +91,8 @@ async def test_adversarial_keys_address_exactly_their_entry(xapi: XapiClient, sa
     await xapi.delete_blacklist_number(key)
     assert key not in sandbox.entries
     assert len(sandbox.entries) == len(SEED_ENTRIES)
-    assert not any(r.path == "/xapi/v1/BlackListNumbers" for r in sandbox.requests)  # never the whole collection
+    # never the whole collection
+    assert not any(r.path == "/xapi/v1/BlackListNumbers" for r in sandbox.requests)
 
 
 async def test_token_is_minted_once_for_many_concurrent_calls(xapi: XapiClient, sandbox: Sandbox) -> None:
@@ -100,7 +108,9 @@ async def test_token_is_minted_once_for_many_concurrent_calls(xapi: XapiClient, 
     assert sandbox.token_requests == 1
 
 
-async def test_revoked_token_is_reminted_once_and_the_call_retried(xapi: XapiClient, sandbox: Sandbox) -> None:
+async def test_revoked_token_is_reminted_once_and_the_call_retried(
+    xapi: XapiClient, sandbox: Sandbox
+) -> None:
     await xapi.get_blacklist_number("1")
     sandbox.revoke_tokens()  # another process minted a token for the same API client
     results = []
@@ -138,7 +148,7 @@ async def test_wrong_credentials_are_not_retried(sandbox_url: str, sandbox: Sand
         PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr("wrong-key"), retry=FAST_RETRY
     ) as client:
         with pytest.raises(AuthenticationFailed) as caught:
-            await client.list_blacklist()
+            await client.count()
     assert sandbox.token_requests == 1
     assert "invalid_client" in caught.value.user_message()
     assert "wrong-key" not in caught.value.user_message()
@@ -162,7 +172,7 @@ async def test_each_failure_maps_to_a_typed_error_with_a_hint(
 ) -> None:
     sandbox.inject(fault)
     with pytest.raises(error) as caught:
-        await xapi.list_blacklist()
+        await xapi.count()
     assert hint in caught.value.user_message()  # type: ignore[attr-defined]
 
 
@@ -185,25 +195,26 @@ async def test_pbx_text_is_shortened_and_flattened(xapi: XapiClient, sandbox: Sa
 @pytest.mark.parametrize("status", [429, 502, 503, 504])
 async def test_transient_failures_are_retried(xapi: XapiClient, sandbox: Sandbox, status: int) -> None:
     sandbox.inject(Fault(status=status, times=2, retry_after="0" if status == 429 else None))
-    page = await xapi.list_blacklist()
-    assert len(page.records) == len(SEED_ENTRIES)
+    assert len(await xapi.scan()) == len(SEED_ENTRIES)
     assert sandbox.count("GET", "/xapi/v1/") == 3
 
 
 async def test_retries_are_bounded_in_count(xapi: XapiClient, sandbox: Sandbox) -> None:
     sandbox.inject(Fault(status=503, times=100))
     with pytest.raises(PbxServerError):
-        await xapi.list_blacklist()
+        await xapi.count()
     assert sandbox.count("GET", "/xapi/v1/") == FAST_RETRY.attempts
 
 
 async def test_retries_are_bounded_in_time(sandbox_url: str, sandbox: Sandbox) -> None:
     sandbox.inject(Fault(status=429, retry_after="3", times=100))
     policy = RetryPolicy(attempts=10, max_delay=5, max_total=2)
-    async with XapiClient(PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr("sandbox-api-key"), retry=policy) as c:
+    async with XapiClient(
+        PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr("sandbox-api-key"), retry=policy
+    ) as c:
         with anyio.fail_after(3):
             with pytest.raises(RateLimited):
-                await c.list_blacklist()
+                await c.count()
     assert sandbox.count("GET", "/xapi/v1/") == 1  # a 3 s Retry-After does not fit in 2 s: give up at once
 
 
@@ -216,27 +227,33 @@ async def test_create_is_not_retried_after_a_gateway_error(xapi: XapiClient, san
 
 async def test_token_endpoint_outage_is_retried(xapi: XapiClient, sandbox: Sandbox) -> None:
     sandbox.inject(Fault(status=503, path="/connect/token", times=1))
-    await xapi.list_blacklist()
+    await xapi.count()
     assert sandbox.token_requests == 2
 
 
 async def test_read_timeout(sandbox_url: str, sandbox: Sandbox) -> None:
     sandbox.inject(Fault(status=200, delay=1.0, times=10))
     async with XapiClient(
-        PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr("sandbox-api-key"), timeout=0.2,
+        PbxEndpoint.parse(sandbox_url),
+        SANDBOX_CLIENT_ID,
+        SecretStr("sandbox-api-key"),
+        timeout=0.2,
         retry=RetryPolicy(attempts=2, base_delay=0.01),
     ) as client:
         with pytest.raises(PbxTimeout, match="did not answer in time"):
-            await client.list_blacklist()
+            await client.count()
     assert sandbox.count("GET", "/xapi/v1/") == 2
 
 
 async def test_unreachable_pbx() -> None:
     async with XapiClient(
-        PbxEndpoint.parse("http://127.0.0.1:9"), "id", SecretStr("secret-value"), retry=RetryPolicy(attempts=2, base_delay=0.01)
+        PbxEndpoint.parse("http://127.0.0.1:9"),
+        "id",
+        SecretStr("secret-value"),
+        retry=RetryPolicy(attempts=2, base_delay=0.01),
     ) as client:
         with pytest.raises(PbxUnreachable) as caught:
-            await client.list_blacklist()
+            await client.count()
     assert "127.0.0.1:9" in caught.value.user_message()
     assert "THREECX_URL" in caught.value.user_message()
     assert "secret-value" not in caught.value.user_message()
@@ -259,9 +276,11 @@ def test_jwt_exp_wins_over_expires_in() -> None:
     assert 590 < _lifetime(token, 60) <= 600
 
 
-async def test_a_request_too_large_for_a_url_is_refused_before_sending(xapi: XapiClient, sandbox: Sandbox) -> None:
+async def test_a_request_too_large_for_a_url_is_refused_before_sending(
+    xapi: XapiClient, sandbox: Sandbox
+) -> None:
     with pytest.raises(InvalidArgument, match="too large to send"):
-        await xapi.list_blacklist(filter="CallerId eq '" + "x" * 100_000 + "'")
+        await xapi.find_by_caller_ids(["x" * 100_000])
     assert sandbox.count("GET", "/xapi/") == 0
 
 
@@ -269,7 +288,7 @@ def test_retry_after_in_both_http_forms() -> None:
     from datetime import UTC, datetime, timedelta
     from email.utils import format_datetime
 
-    from threecx_mcp.errors import parse_retry_after
+    from threecx_mcp.http_errors import parse_retry_after
 
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("-3") == 0.0

@@ -182,7 +182,7 @@ def test_inspector_over_stdio(inspector: str, sandbox: Sandbox, sandbox_url: str
 def test_inspector_over_http(inspector: str, sandbox: Sandbox, http_server: str) -> None:
     target = [f"{http_server}/mcp", "--transport", "http", "--header", f"Authorization: Bearer {AUTH_TOKEN}"]
     tools = inspect(inspector, *target, "--method", "tools/list")
-    assert len(tools["tools"]) == 6
+    assert len(tools["tools"]) == 7
     updated = inspect(inspector, *target, "--method", "tools/call", "--tool-name", "update_blacklist_number",
                       "--tool-arg", "id=3", "caller_id=+49 30 1234 5678")
     assert updated["structuredContent"]["entry"]["caller_id"] == "+493012345678"

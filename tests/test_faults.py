@@ -15,8 +15,8 @@ from threecx_mcp.journal import Journal
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Fault, Sandbox
 from threecx_mcp.server import BlacklistServer, build_server
 
-from .support import FAST_RETRY, ResettingProxy
-from .test_journal import BULK, assert_journal_matches_the_pbx
+from .support import FAST_RETRY, ResettingProxy, assert_journal_matches_the_pbx, statuses
+from .test_journal import BULK
 from .test_tools import call, fail
 
 pytestmark = pytest.mark.anyio
@@ -54,7 +54,7 @@ async def test_bulk_delete_under_faults(
     assert sandbox.count("POST", BULK) == posts
     if reason:
         assert all(reason in r["reason"] for r in result["results"])
-    assert_journal_matches_the_pbx(journal, sandbox)
+    await assert_journal_matches_the_pbx(journal, sandbox)
     assert sandbox.token_requests == (2 if fault.status == 401 else 1)
 
 
@@ -82,8 +82,8 @@ async def test_update_under_faults(
             assert words in await fail(client, "update_blacklist_number", id="1", description="after fault")
             assert sandbox.entries["1"]["Description"] == "Robocaller: energy switching offers"
     assert sandbox.count("PATCH") == patches
-    (operation,) = journal.operations()
-    assert operation.statuses["1"] == ("updated" if words is None else "failed" if fault.status in (401, 403) else "unknown")
+    (operation,) = await journal.recent()
+    assert statuses(await journal.items(operation.operation_id))["1"] == ("updated" if words is None else "failed" if fault.status in (401, 403) else "unknown")
 
 
 @pytest.mark.parametrize("body", ["truncated", "html", "text", "empty"])
@@ -118,7 +118,7 @@ async def test_read_timeout_then_success(sandbox: Sandbox, sandbox_url: str, jou
     async with Client(build_server(factory, journal)) as client:
         result = await call(client, "bulk_delete_blacklist_numbers", ids=["1", "2"])
     assert result["outcome"] == "completed" and sandbox.count("POST", BULK) == 2
-    assert_journal_matches_the_pbx(journal, sandbox)
+    await assert_journal_matches_the_pbx(journal, sandbox)
 
 
 async def test_connection_reset_mid_bulk_delete(sandbox: Sandbox, sandbox_server, journal: Journal) -> None:  # type: ignore[no-untyped-def]
@@ -134,7 +134,7 @@ async def test_connection_reset_mid_bulk_delete(sandbox: Sandbox, sandbox_server
         tg.cancel_scope.cancel()
     assert proxy.resets == 1
     assert result["outcome"] == "completed" and sandbox.count("POST", BULK) == 1  # the reset one never arrived
-    assert_journal_matches_the_pbx(journal, sandbox)
+    await assert_journal_matches_the_pbx(journal, sandbox)
 
 
 async def test_a_delete_that_times_out_but_still_applies_is_reported_unknown(
@@ -152,4 +152,4 @@ async def test_a_delete_that_times_out_but_still_applies_is_reported_unknown(
     assert "may still delete" in result["results"][0]["reason"]
     await anyio.sleep(1.2)  # the PBX finishes what it was given
     assert "1" not in sandbox.entries
-    assert_journal_matches_the_pbx(journal, sandbox)  # gone, and never reported as not deleted
+    await assert_journal_matches_the_pbx(journal, sandbox)  # gone, and never reported as not deleted

@@ -26,6 +26,8 @@ TOOLS = {
     "add_blacklist_number": ["caller_id", "description"],
     "update_blacklist_number": ["id", "caller_id", "description"],
     "bulk_delete_blacklist_numbers": ["ids", "dry_run"],
+    "restore_blacklist_numbers": ["operation_id", "ids", "overwrite"],
+    "list_operations": ["limit", "cursor"],
 }
 
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
-from threecx_mcp import blacklist
+from threecx_mcp.models import normalize_caller_id
+from threecx_mcp.operations import entries
 from threecx_mcp.client import XapiClient
 from threecx_mcp.errors import NotFound
 from threecx_mcp.sandbox import SEED_ENTRIES, Sandbox
@@ -50,8 +51,8 @@ def test_any_key_addresses_exactly_its_entry(client_factory: Callable[[], XapiCl
 def test_any_search_matches_exactly_what_contains_it(client_factory: Callable[[], XapiClient], sandbox: Sandbox, text: str) -> None:
     async def run() -> None:
         async with client_factory() as xapi:
-            page = await blacklist.list_entries(xapi, text, 500, None)
-        needles = {text.strip().lower(), blacklist.normalize_caller_id(text.strip())[0].lower()}
+            page = await entries.list_entries(xapi, text, 500, None)
+        needles = {text.strip().lower(), normalize_caller_id(text.strip())[0].lower()}
         expected = sorted(
             e["CallerId"]
             for e in sandbox.entries.values()

@@ -40,7 +40,7 @@ async def fail(client: Client, tool: str, **arguments: Any) -> str:
 # -- list ---------------------------------------------------------------------------------------
 
 
-async def test_list_pages_through_everything_with_a_cursor(mcp: Client, sandbox: Sandbox) -> None:
+async def test_list_pages_through_everything_with_a_cursor(mcp: Client, sandbox: Sandbox, pbx_variant: str) -> None:
     seen: list[str] = []
     cursor = None
     for _ in range(10):
@@ -67,6 +67,35 @@ async def test_search_matches_caller_ids_and_descriptions(mcp: Client, search: s
     page = await call(mcp, "list_blacklist_numbers", search=search)
     assert [e["caller_id"] for e in page["entries"]] == caller_ids
     assert page["total"] == len(caller_ids)
+
+
+async def test_deleting_while_paging_skips_nothing(mcp: Client, sandbox: Sandbox, pbx_variant: str) -> None:
+    """The 0.1 bug: offset cursors skipped a page each round when the pages read were deleted."""
+    matching = {sandbox.add(f"+1999{i:07d}", "robocall wave")["Id"] for i in range(130)}
+    seen: list[str] = []
+    page = await call(mcp, "list_blacklist_numbers", search="robocall wave", limit=50)
+    while True:
+        ids = [e["id"] for e in page["entries"]]
+        seen += ids
+        await call(mcp, "bulk_delete_blacklist_numbers", ids=ids)
+        if page["next_cursor"] is None:
+            break
+        page = await call(mcp, "list_blacklist_numbers", search="robocall wave", limit=50, cursor=page["next_cursor"])
+    assert sorted(seen) == sorted(matching) and len(seen) == 130
+    assert not matching & set(sandbox.entries)
+
+
+async def test_next_cursor_follows_the_count_not_the_page_size(mcp: Client, sandbox: Sandbox) -> None:
+    """A PBX that caps its pages below `limit` still gets a cursor; an exactly full last page gets none."""
+    sandbox.page_cap = 7
+    first = await call(mcp, "list_blacklist_numbers", limit=50)
+    assert len(first["entries"]) == 7 and first["total"] == len(SEED_ENTRIES) and first["next_cursor"]
+    second = await call(mcp, "list_blacklist_numbers", limit=50, cursor=first["next_cursor"])
+    assert len(second["entries"]) == len(SEED_ENTRIES) - 7 and second["total"] == len(SEED_ENTRIES)
+    assert second["next_cursor"] is None
+    sandbox.page_cap = None
+    whole = await call(mcp, "list_blacklist_numbers", limit=len(SEED_ENTRIES))
+    assert len(whole["entries"]) == len(SEED_ENTRIES) and whole["next_cursor"] is None
 
 
 async def test_list_rejects_bad_paging(mcp: Client) -> None:
@@ -175,13 +204,14 @@ async def test_update_rejections_change_nothing(
 # -- bulk delete --------------------------------------------------------------------------------
 
 
-async def test_bulk_delete_reports_each_id_with_what_to_restore(mcp: Client, sandbox: Sandbox) -> None:
+async def test_bulk_delete_reports_each_id_with_what_to_restore(mcp: Client, sandbox: Sandbox, pbx_variant: str) -> None:
     result = await call(mcp, "bulk_delete_blacklist_numbers", ids=[1, "3", "3", " 1 ", "nope"])
     assert result["outcome"] == "completed"
     assert [(r["id"], r["status"]) for r in result["results"]] == [("1", "deleted"), ("3", "deleted"), ("nope", "not_found")]
     assert result["results"][0]["caller_id"] == SEED_ENTRIES[0][0]
     assert result["results"][1]["description"] == SEED_ENTRIES[2][1]
-    assert (result["deleted"], result["not_found"], result["failed"]) == (2, 1, 0)
+    assert (result["requested"], result["deleted"], result["not_found"], result["failed"], result["unknown"]) == (3, 2, 1, 0, 0)
+    assert result["omitted"] == 0 and result["details"] == f"threecx://operations/{result['operation_id']}"
     assert "1" not in sandbox.entries and "3" not in sandbox.entries
     bulk = [r for r in sandbox.requests if r.path.endswith("Pbx.BulkNumbersDelete")]
     assert len(bulk) == 1 and json.loads(bulk[0].body) == {"ids": ["1", "3"]}
@@ -221,13 +251,21 @@ async def test_bulk_delete_rejects_malformed_ids_showing_what_was_received(
     assert len(sandbox.entries) == len(SEED_ENTRIES)
 
 
-async def test_ten_thousand_ids_are_deleted_in_chunks(mcp: Client, sandbox: Sandbox) -> None:
-    ids = [sandbox.add(f"+1555{i:07d}")["Id"] for i in range(10_000)]
-    result = await call(mcp, "bulk_delete_blacklist_numbers", ids=ids)
-    assert result["deleted"] == 10_000 and result["outcome"] == "completed"
+async def test_ten_thousand_ids_are_deleted_in_chunks_with_a_result_that_fits(mcp: Client, sandbox: Sandbox) -> None:
+    ids = [sandbox.add(f"+1555{i:07d}", "x" * 200)["Id"] for i in range(9_998)]
+    raw = await mcp.call_tool("bulk_delete_blacklist_numbers", {"ids": [*ids, "gone-1", "gone-2"]})
+    result = raw.structured_content
+    assert result is not None and not raw.is_error
+    assert result["deleted"] == 9_998 and result["outcome"] == "completed"
+    text = raw.content[0].text  # type: ignore[union-attr]
+    assert len(text.encode()) <= 16 * 1024 and len(json.dumps(result).encode()) <= 256 * 1024
+    assert "9998 deleted, 2 not found" in text and result["operation_id"] in text and result["details"] in text
+    listed = result["results"]
+    assert len(listed) == 100 and result["omitted"] == 10_000 - 100
+    assert [r["id"] for r in listed if r["status"] == "not_found"] == ["gone-1", "gone-2"]  # the ones that need a look
     assert len(sandbox.entries) == len(SEED_ENTRIES)
     bulk = [r for r in sandbox.requests if r.path.endswith("Pbx.BulkNumbersDelete")]
-    assert len(bulk) == 20 and all(len(json.loads(r.body)["ids"]) == 500 for r in bulk)
+    assert [len(json.loads(r.body)["ids"]) for r in bulk] == [500] * 19 + [498]
 
 
 async def test_a_failing_chunk_is_reported_and_the_rest_still_deleted(mcp: Client, sandbox: Sandbox) -> None:
@@ -237,9 +275,9 @@ async def test_a_failing_chunk_is_reported_and_the_rest_still_deleted(mcp: Clien
     assert result["outcome"] == "partial"
     assert (result["deleted"], result["failed"]) == (700, 500)
     failed = [r for r in result["results"] if r["status"] == "failed"]
-    assert {r["id"] for r in failed} == set(ids[:500]) and all(r["id"] in sandbox.entries for r in failed)
-    assert "HTTP 500" in failed[0]["reason"]
-    assert not any(r["id"] in sandbox.entries for r in result["results"] if r["status"] == "deleted")
+    assert len(failed) == 100 and {r["id"] for r in failed} <= set(ids[:500])  # the listed ones need attention
+    assert all(r["id"] in sandbox.entries and "HTTP 500" in r["reason"] for r in failed)
+    assert set(ids[:500]) <= set(sandbox.entries) and not set(ids[500:]) & set(sandbox.entries)
 
 
 async def test_pbx_failures_are_readable_tool_errors(mcp: Client, sandbox: Sandbox) -> None:
@@ -272,7 +310,7 @@ async def test_bulk_delete_asks_the_user_when_the_client_can_be_asked(
     async with Client(make_server(), mode=mode, elicitation_callback=callback) as client:
         result = await call(client, "bulk_delete_blacklist_numbers", ids=["1", "4", "missing"])
     assert len(asked) == 1
-    assert "Delete 2 blacklist entries" in asked[0] and "+442071838750, *eremy" in asked[0]
+    assert "Delete 2 blacklist entries" in asked[0] and '"+442071838750", "*eremy"' in asked[0]
     assert ("1" not in sandbox.entries) is deleted
     assert result["outcome"] == ("completed" if deleted else "declined")
     if not deleted:
@@ -298,7 +336,7 @@ async def test_clients_without_elicitation_rely_on_their_own_approval(mcp: Clien
 async def test_read_only_mode_registers_no_write_tools(make_server: Callable[..., BlacklistServer], sandbox: Sandbox) -> None:
     async with Client(make_server(read_only=True)) as client:
         names = sorted(t.name for t in (await client.list_tools()).tools)
-        assert names == ["get_blacklist_number", "list_blacklist_numbers"]
+        assert names == ["get_blacklist_number", "list_blacklist_numbers", "list_operations"]
         result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ["1"]})
         assert result.is_error
     assert "1" in sandbox.entries

@@ -58,7 +58,7 @@ async def test_stdio_sandbox_switch_through_env_needs_no_credentials() -> None:
     env = {"THREECX_SANDBOX": "true", "THREECX_JOURNAL": str(SUBPROCESS_JOURNAL)}
     params = StdioServerParameters(command=console_script(), args=["--read-only"], env=env)
     async with Client(params) as client:
-        assert sorted(t.name for t in (await client.list_tools()).tools) == ["get_blacklist_number", "list_blacklist_numbers"]
+        assert sorted(t.name for t in (await client.list_tools()).tools) == ["get_blacklist_number", "list_blacklist_numbers", "list_operations"]
         page = await client.call_tool("list_blacklist_numbers", {"limit": 3})
         assert page.structured_content["total"] == 12  # type: ignore[index]
 
@@ -82,6 +82,21 @@ async def test_http_session_with_bearer_token(http_server: str, sandbox: Sandbox
             result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": "[1, 2]"})
             assert result.structured_content["deleted"] == 2  # type: ignore[index]
     assert "1" not in sandbox.entries
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_an_applied_delete_of_thousands_reaches_the_client_over_http(http_server: str, sandbox: Sandbox, mode: str) -> None:
+    """0.1 lost this answer in 2025-11-25 mode (the SDK client's 1 MiB event limit): an applied delete, no operation_id."""
+    ids = [sandbox.add(f"+1555{i:07d}", "a long note about this robocaller " * 7)["Id"] for i in range(6_000)]
+    headers = {"Authorization": f"Bearer {AUTH_TOKEN}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=120) as http:
+        from mcp.client.streamable_http import streamable_http_client
+
+        async with Client(streamable_http_client(f"{http_server}/mcp", http_client=http), mode=mode) as client:
+            result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ids})
+    assert not result.is_error and result.structured_content is not None
+    assert result.structured_content["deleted"] == 6_000 and result.structured_content["operation_id"]
+    assert not set(ids) & set(sandbox.entries)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ import httpx2
 import jwt
 from pydantic import SecretStr
 
-from .errors import AuthenticationFailed, UnexpectedResponse, error_from_response, unexpected_body
+from .errors import AuthenticationFailed, UnexpectedResponse
+from .http_errors import error_from_response, unexpected_body
 
 TokenPoster = Callable[[str, dict[str, str]], Awaitable[httpx2.Response]]
 

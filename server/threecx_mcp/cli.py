@@ -23,7 +23,8 @@ from .client import XapiClient
 from .config import PbxEndpoint, Settings
 from .doctor import run_checks
 from .errors import ConfigError
-from .journal import Journal, default_path
+from . import journal_cli
+from .journal import Journal
 from .sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 from .server import build_server
 
@@ -34,19 +35,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="MCP server for the caller blacklist of a 3CX PBX. Settings come from THREECX_* "
         "environment variables (or a .env file); see README.md.",
     )
-    parser.add_argument("command", nargs="?", choices=("serve", "doctor"), default="serve")
+    parser.add_argument("command", nargs="?", choices=("serve", "doctor", "journal"), default="serve")
     parser.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="default: stdio")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     parser.add_argument("--sandbox", action="store_true", help="use the embedded sandbox PBX (THREECX_SANDBOX=true)")
     parser.add_argument("--read-only", action="store_true", help="register no write tools (THREECX_READ_ONLY=true)")
     parser.add_argument("--version", action="version", version=f"threecx-mcp {__version__}")
-    return parser.parse_args(argv)
+    return parser.parse_known_args(argv)[0] if _is_journal(argv) else parser.parse_args(argv)
+
+
+def _is_journal(argv: Sequence[str] | None) -> bool:
+    words = list(sys.argv[1:] if argv is None else argv)
+    return "journal" in words[:1]
+
+
+SANDBOX_PBX_KEY = "sandbox"
+
+
+def pbx_key(settings: Settings) -> str:
+    """How the journal names the PBX this server manages."""
+    return SANDBOX_PBX_KEY if settings.sandbox else settings.endpoint().origin
 
 
 def journal_for(settings: Settings) -> Journal:
-    pbx = "sandbox" if settings.sandbox else settings.endpoint().origin
-    return Journal(settings.journal or default_path(settings.sandbox), pbx)
+    return Journal(settings.journal_path(), pbx_key(settings), retention_days=settings.journal_retention_days)
 
 
 def client_factory(settings: Settings) -> Callable[[], XapiClient]:
@@ -59,8 +72,8 @@ def client_factory(settings: Settings) -> Callable[[], XapiClient]:
             timeout=settings.timeout,
             transport=httpx2.ASGITransport(app=sandbox.app),
         )
-    settings.endpoint(), settings.credentials(), settings.tls_verify()  # fail fast, before a client connects
-    return lambda: XapiClient.from_settings(settings)
+    connection = settings.connection()  # resolved once: fails fast, before a client connects
+    return lambda: XapiClient.from_connection(connection)
 
 
 def is_loopback(host: str) -> bool:
@@ -115,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.load(**overrides)
         if args.command == "doctor":
             return doctor(settings)
+        if args.command == "journal":
+            words = list(sys.argv[1:] if argv is None else argv)[1:]
+            key = pbx_key(settings) if settings.sandbox or settings.url else None  # no PBX named: all of them
+            return journal_cli.main(words, settings.journal_path(), key)
         factory = client_factory(settings)
         if args.transport == "stdio":
             build_server(factory, journal_for(settings), read_only=settings.read_only).run("stdio")

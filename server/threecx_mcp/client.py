@@ -1,13 +1,21 @@
-"""The one shared client for 3CX XAPI: auth, retries, error mapping and the BlackListNumbers calls."""
+"""The one shared client for 3CX XAPI: auth, retries, and the BlackListNumbers calls and lookups.
+
+Every read of many entries is built here, so the rest of the package never writes OData and
+never depends on how a given PBX pages: lookups go by key (never by position), full scans go
+by keyset on `Id`, and answers are checked for truncation and for progress, because the
+PBX's page cap, nextLinks and `$filter` limits are unknown and must not change a result.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import anyio
 import httpx2
@@ -15,22 +23,37 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from . import __version__, odata
 from .auth import ClientCredentialsAuth
-from .config import PbxEndpoint, Settings
+from .config import Connection, PbxEndpoint, Settings
 from .errors import (
     InvalidArgument,
+    InvalidRequest,
     PbxError,
     PbxServerError,
     PbxUnreachable,
     RateLimited,
-    error_from_response,
-    error_from_transport,
-    unexpected_body,
+    UnexpectedResponse,
 )
+from .http_errors import error_from_response, error_from_transport, unexpected_body
 
 log = logging.getLogger(__name__)
 
 BLACKLIST = "BlackListNumbers"
 BULK_DELETE_ACTION = f"{BLACKLIST}/Pbx.BulkNumbersDelete"
+
+NODE_LIMIT = 100  # ASP.NET Core OData's default MaxNodeCount for $filter; 3CX XAPI is built on it
+_IN_BATCH = 100  # values per `in` lookup
+_QUERY_BUDGET = 4_000  # encoded characters of lookup values per request: nginx takes 8 KiB request lines
+_SCAN_PAGE = 500
+_DIRECT_BATCHES = 3  # up to this many lookup requests are sent without first pricing a full scan
+# A count prices lookups only, never decides what exists, so one this recent is good enough to reuse
+# (a bulk delete's check after the delete need not ask again).
+_COUNT_REUSE_SECONDS = 60.0
+_PAGES_WITHOUT_COUNT = 10_000  # page budget of a scan when the PBX gives no $count to derive one from
+_SCAN_SLACK_PAGES = 10
+_INCONSISTENT_HINT = (
+    "Nothing was concluded from these answers. Try again; if it keeps happening, the PBX (or a proxy in "
+    "front of it) is not honouring OData $filter/$orderby, so check that THREECX_URL points at the PBX itself."
+)
 
 
 class BlacklistRecord(BaseModel):
@@ -43,10 +66,43 @@ class BlacklistRecord(BaseModel):
     description: str | None = Field(default=None, alias="Description")
 
 
+KeyProperty = Literal["Id", "CallerId"]
+_KEY_OF: dict[KeyProperty, Callable[[BlacklistRecord], str]] = {
+    "Id": lambda r: r.id,
+    "CallerId": lambda r: r.caller_id,
+}
+
+
 @dataclass(frozen=True)
 class BlacklistPage:
     records: list[BlacklistRecord]
-    total: int | None
+    # How many match from this page's first record on ($count with the keyset applied); None without a count.
+    remaining: int | None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One collection answer: its records, its `@odata.count`, and whether it announced more by nextLink."""
+
+    records: list[BlacklistRecord]
+    count: int | None
+    next_link: bool
+
+    @property
+    def cut_short(self) -> bool:
+        """The PBX said it left matches out (by a nextLink, or by counting more than it sent)."""
+        return self.next_link or (self.count is not None and self.count > len(self.records))
+
+    def complete(self, top: int, next_links: bool) -> bool:
+        """The PBX said nothing was left out: its count says so, or, on a PBX that announces the rest
+        by nextLink, the answer has none and was not cut by our own `$top`."""
+        if self.count is not None:
+            return self.count <= len(self.records)
+        return next_links and not self.next_link and len(self.records) < top
+
+
+class _InUnsupported(Exception):
+    """The PBX refused `in`: the lookup is priced and batched again as `or` chains."""
 
 
 @dataclass(frozen=True)
@@ -61,14 +117,18 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_delay)
-        return min(self.base_delay * 2**attempt, self.max_delay) * (0.5 + random.random() / 2)
+        return min(self.base_delay * 2.0**attempt, self.max_delay) * (0.5 + random.random() / 2)
 
 
 _TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
 
 class XapiClient:
-    """Async XAPI client over one pooled `httpx2.AsyncClient`; use as an async context manager."""
+    """Async XAPI client over one pooled `httpx2.AsyncClient`; use as an async context manager.
+
+    It learns, for its lifetime, what the PBX showed about itself: whether it understands `in`,
+    how many clauses an `or` lookup may hold, and the page cap it applies.
+    """
 
     def __init__(
         self,
@@ -91,12 +151,26 @@ class XapiClient:
             follow_redirects=False,
         )
         self.auth = ClientCredentialsAuth(endpoint.token_url, client_id, client_secret, self._post_form)
+        self.uses_in = True
+        self.or_batch = odata.max_or_chain(odata.eq("Id", ""), NODE_LIMIT)
+        self.page_cap: int | None = None
+        self._counted: tuple[float, int | None] | None = None  # (when, how many) of the last count
+        self.next_links = False  # whether this PBX announces the rest of a cut-short answer by nextLink
+
+    @classmethod
+    def from_connection(cls, connection: Connection, **kwargs: Any) -> XapiClient:
+        return cls(
+            connection.endpoint,
+            connection.client_id,
+            connection.client_secret,
+            timeout=connection.timeout,
+            verify=connection.verify,
+            **kwargs,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> XapiClient:
-        endpoint = settings.endpoint()
-        client_id, secret = settings.credentials()
-        return cls(endpoint, client_id, secret, timeout=settings.timeout, verify=settings.tls_verify(), **kwargs)
+        return cls.from_connection(settings.connection(), **kwargs)
 
     def __repr__(self) -> str:
         return f"XapiClient(origin={self.endpoint.origin!r})"
@@ -110,51 +184,211 @@ class XapiClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    # -- BlackListNumbers -------------------------------------------------------------------
+    # -- BlackListNumbers: reads of many entries ----------------------------------------------
 
-    async def list_blacklist(
-        self,
-        *,
-        filter: str | None = None,
-        search: str | None = None,
-        top: int | None = None,
-        skip: int | None = None,
-        count: bool = False,
-        orderby: Sequence[str] = (),
-        select: Sequence[str] = (),
-    ) -> BlacklistPage:
-        params: dict[str, str] = {}
-        if filter:
-            params["$filter"] = filter
-        if search:
-            params["$search"] = search
-        if top is not None:
-            params["$top"] = str(top)
-        if skip:
-            params["$skip"] = str(skip)
-        if count:
-            params["$count"] = "true"
-        if orderby:
-            params["$orderby"] = ",".join(orderby)
-        if select:
-            params["$select"] = ",".join(select)
-        response = await self._request("GET", BLACKLIST, params=params, idempotent=True)
-        body = _json(response, "a JSON collection of blacklist entries")
+    async def find_by_ids(self, ids: Collection[str]) -> dict[str, BlacklistRecord]:
+        """Exactly the given ids that exist now, with their current values, looked up by key."""
+        return await self._find("Id", ids)
+
+    async def find_by_caller_ids(self, caller_ids: Collection[str]) -> dict[str, BlacklistRecord]:
+        """Entries whose CallerId equals one of these exactly (case included), keyed by caller ID."""
+        return await self._find("CallerId", caller_ids)
+
+    async def count(self) -> int | None:
+        """How many entries the blacklist holds, or None when the PBX gives no `$count`."""
+        return (await self._collection({"$top": "0", "$count": "true"})).count
+
+    async def _estimated_total(self) -> int | None:
+        """The blacklist's size for pricing a lookup: a count from the last minute, or a new one."""
+        if self._counted is None or time.monotonic() - self._counted[0] > _COUNT_REUSE_SECONDS:
+            self._counted = (time.monotonic(), await self.count())
+        return self._counted[1]
+
+    async def scan(self) -> list[BlacklistRecord]:
+        """Every entry, by keyset on `Id`: immune to concurrent edits, page caps and ignored `$skip`.
+
+        The end is an empty page, or a page the PBX marks as the last (its count covers it, or, on
+        a PBX that sends nextLinks, it carries none); never merely a short page, since a PBX may
+        cap its pages silently. A nextLink is not followed, only believed: following a `$skip`
+        nextLink would skip entries when others are deleted meanwhile, and loop on a PBX that
+        ignores `$skip`. An entry sent twice means the PBX ignored the keyset, and the scan stops
+        instead of looping; so does a scan that runs past the PBX's own count.
+        """
+        seen: dict[str, BlacklistRecord] = {}
+        options = {"$orderby": "Id", "$top": str(_SCAN_PAGE), "$count": "true"}
+        budget, requests = _PAGES_WITHOUT_COUNT, 0
+        while True:
+            answer = await self._collection(options)
+            requests += 1
+            if requests == 1 and answer.count is not None:
+                budget = answer.count + _SCAN_SLACK_PAGES  # every page must bring at least one new entry
+            for record in answer.records:
+                if record.id in seen:
+                    raise UnexpectedResponse(
+                        f"While reading the whole blacklist the PBX sent entry {record.id!r} a second time "
+                        f"(request {requests}): it repeated a page or ignored the filter, so the list it gives "
+                        "cannot be trusted.",
+                        hint=_INCONSISTENT_HINT,
+                    )
+                seen[record.id] = record
+            if not answer.records or answer.complete(_SCAN_PAGE, self.next_links):
+                return list(seen.values())
+            if requests >= budget:
+                raise UnexpectedResponse(
+                    f"While reading the whole blacklist the PBX kept sending new pages: {requests} requests "
+                    f"brought {len(seen)} entries and it still announced more.",
+                    hint=_INCONSISTENT_HINT,
+                )
+            options["$filter"] = odata.gt("Id", answer.records[-1].id).text  # as the PBX ordered them
+
+    async def page(self, *, terms: Sequence[str], after: tuple[str, str] | None, limit: int) -> BlacklistPage:
+        """Entries ordered by (CallerId, Id), from just after `after` = (caller_id, id) of the last one shown.
+
+        With `terms`, only entries whose CallerId or Description contains any term, ignoring case.
+        A keyset instead of an offset: deleting entries between pages cannot make a page skip.
+        """
+        clauses: list[odata.Filter] = []
+        if terms:
+            searched = odata.any_of(
+                [odata.contains_ignoring_case(p, t) for t in terms for p in ("CallerId", "Description")]
+            )
+            # Sized with a keyset even on the first page, so a search that starts can always go on.
+            if odata.all_of([searched, _after("", "")]).nodes > NODE_LIMIT:
+                raise InvalidArgument(
+                    f"A search for {len(terms)} words at once is more than the PBX accepts in one query; "
+                    "search for fewer words."
+                )
+            clauses.append(searched)
+        if after is not None:
+            clauses.append(_after(*after))
+        options = {"$orderby": "CallerId,Id", "$top": str(limit), "$count": "true"}
+        if clauses:
+            options["$filter"] = odata.all_of(clauses).text
+        answer = await self._collection(options)
+        return BlacklistPage(answer.records, answer.count)
+
+    # -- lookups by key ---------------------------------------------------------------------
+
+    async def _find(self, prop: KeyProperty, keys: Collection[str]) -> dict[str, BlacklistRecord]:
+        """Batched lookups by key, or one full scan when that costs fewer requests."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        total: int | None = None
+        priced = False
+        while True:
+            batches = self._batches(prop, wanted)
+            cost = sum(math.ceil(len(b) / (self.page_cap or len(b))) for b in batches)
+            if cost > _DIRECT_BATCHES:
+                if not priced:
+                    total, priced = await self._estimated_total(), True
+                scan_cost = math.ceil((total or 0) / min(_SCAN_PAGE, self.page_cap or _SCAN_PAGE)) or 1
+                if total is not None and scan_cost < cost:
+                    key_of, chosen = _KEY_OF[prop], set(wanted)
+                    return {key_of(r): r for r in await self.scan() if key_of(r) in chosen}
+            try:
+                return await self._lookup(prop, deque(batches))
+            except _InUnsupported:
+                log.info(
+                    "The PBX does not accept the OData `in` operator; looking entries up by `or` filters."
+                )
+
+    def _batches(self, prop: KeyProperty, keys: list[str]) -> list[list[str]]:
+        """Consecutive groups within the batch size and the URL budget (a longer single key goes alone)."""
+        size = _IN_BATCH if self.uses_in else self.or_batch
+        overhead = 0 if self.uses_in else len(odata.query({"": f"({prop} eq ) or "}))
+        batches: list[list[str]] = []
+        length = 0
+        for key in keys:
+            cost = len(odata.query({"": odata.string_literal(key) + ","})) + overhead
+            if batches and len(batches[-1]) < size and length + cost <= _QUERY_BUDGET:
+                batches[-1].append(key)
+                length += cost
+            else:
+                batches.append([key])
+                length = cost
+        return batches
+
+    async def _lookup(self, prop: KeyProperty, queue: deque[list[str]]) -> dict[str, BlacklistRecord]:
+        """Ask for each batch; ask again for what a cut-short answer left out, so a page cap loses nothing.
+
+        An answer that neither counts its matches nor comes from a PBX known to send nextLinks may
+        have been cut silently, so its missing keys are asked for once more whenever it found some.
+        Each new question holds fewer keys than the one before (or half of them), so a lookup
+        always ends, whatever the PBX answers.
+        """
+        key_of = _KEY_OF[prop]
+        found: dict[str, BlacklistRecord] = {}
+        while queue:
+            keys = queue.popleft()
+            try:
+                answer = await self._lookup_batch(prop, keys)
+            except InvalidRequest as exc:
+                if exc.status != 400 or len(keys) == 1:
+                    raise
+                # Too many `or` clauses for this PBX's node limit: halve, for this lookup and the next.
+                self.or_batch = min(self.or_batch, len(keys) // 2)
+                queue.extendleft([keys[len(keys) // 2 :], keys[: len(keys) // 2]])
+                continue
+            asked = set(keys)
+            for record in answer.records:
+                if key_of(record) in asked:
+                    found.setdefault(key_of(record), record)
+            unseen = [k for k in keys if k not in found]
+            progress = len(unseen) < len(keys)
+            if not unseen or answer.complete(len(keys), self.next_links):
+                continue
+            if not answer.cut_short and not progress:
+                continue  # nothing announced as left out, and asking again would bring the same answer
+            if progress:
+                queue.appendleft(unseen)
+            elif len(keys) > 1:
+                queue.extendleft([keys[len(keys) // 2 :], keys[: len(keys) // 2]])
+            else:
+                raise UnexpectedResponse(
+                    f"The PBX answered a lookup of {prop} {keys[0]!r} with other entries only and said more "
+                    "remain, so whether it exists cannot be told.",
+                    hint=_INCONSISTENT_HINT,
+                )
+        return found
+
+    async def _lookup_batch(self, prop: KeyProperty, keys: list[str]) -> _Answer:
+        if self.uses_in:
+            where = odata.one_of(prop, keys)
+        else:
+            where = odata.any_of([odata.eq(prop, k) for k in keys])
+        try:
+            return await self._collection({"$filter": where.text, "$top": str(len(keys)), "$count": "true"})
+        except InvalidRequest as exc:
+            if not self.uses_in or exc.status != 400:
+                raise
+            self.uses_in = False
+            raise _InUnsupported from None
+
+    # -- one collection request ---------------------------------------------------------------
+
+    async def _collection(self, options: Mapping[str, str]) -> _Answer:
+        response = await self._request("GET", BLACKLIST, query=odata.query(options), idempotent=True)
+        expected = "a JSON collection of blacklist entries"
+        body = _json(response, expected)
         try:
             records = [BlacklistRecord.model_validate(item) for item in body["value"]]
-            total = body.get("@odata.count")
+            count, next_link = body.get("@odata.count"), body.get("@odata.nextLink")
         except (KeyError, TypeError, AttributeError, ValidationError):
-            raise unexpected_body(response, "a JSON collection of blacklist entries") from None
-        return BlacklistPage(records, int(total) if isinstance(total, int) else None)
+            raise unexpected_body(response, expected) from None
+        if (count is not None and (type(count) is not int or count < 0)) or not isinstance(
+            next_link, str | None
+        ):
+            raise unexpected_body(response, expected)
+        answer = _Answer(records, count, next_link is not None)
+        self.next_links |= answer.next_link
+        top = int(options.get("$top", _SCAN_PAGE))
+        if answer.cut_short and 0 < len(records) < top:
+            # The PBX cut the answer below what was asked: that is its page cap (lowest seen wins).
+            self.page_cap = min(self.page_cap or len(records), len(records))
+        return answer
 
-    async def iter_blacklist(self, *, filter: str | None = None, page_size: int = 500) -> list[BlacklistRecord]:
-        """Every matching entry, paged by `$top`/`$skip` in a stable order (XAPI has no nextLink)."""
-        records: list[BlacklistRecord] = []
-        while True:
-            page = await self.list_blacklist(filter=filter, top=page_size, skip=len(records), orderby=("Id",))
-            records.extend(page.records)
-            if len(page.records) < page_size:
-                return records
+    # -- BlackListNumbers: single entries ------------------------------------------------------
 
     async def get_blacklist_number(self, entry_id: str) -> BlacklistRecord:
         response = await self._request("GET", odata.entity_path(BLACKLIST, entry_id), idempotent=True)
@@ -169,7 +403,9 @@ class XapiClient:
 
     async def update_blacklist_number(self, entry_id: str, changes: Mapping[str, str | None]) -> None:
         """PATCH only the given XAPI properties; the PBX answers 204 with no body."""
-        await self._request("PATCH", odata.entity_path(BLACKLIST, entry_id), json=dict(changes), idempotent=True)
+        await self._request(
+            "PATCH", odata.entity_path(BLACKLIST, entry_id), json=dict(changes), idempotent=True
+        )
 
     async def delete_blacklist_number(self, entry_id: str) -> None:
         await self._request("DELETE", odata.entity_path(BLACKLIST, entry_id), idempotent=True)
@@ -191,39 +427,56 @@ class XapiClient:
         method: str,
         path: str,
         *,
-        params: Mapping[str, str] | None = None,
+        query: str = "",
         json: Any = None,
         idempotent: bool,
     ) -> httpx2.Response:
-        """Send with auth; retry 429 always, and 502/503/504 or a broken connection only when `idempotent`."""
-        url = f"{self.endpoint.api_base}/{path}"
+        """Send with auth; retry 429 always, and 502/503/504 or a broken connection only when `idempotent`.
+
+        `query` arrives encoded (see `odata.query`): httpx2's own `params=` would send spaces as `+`.
+        """
+        url = f"{self.endpoint.api_base}/{path}" + (f"?{query}" if query else "")
         started = time.monotonic()
         for attempt in range(self.retry.attempts):
             try:
-                response = await self._http.request(method, url, params=params, json=json, auth=self.auth)
+                response = await self._http.request(method, url, json=json, auth=self.auth)
             except httpx2.InvalidURL as exc:
-                raise InvalidArgument(f"The request is too large to send to the PBX ({exc}); shorten the values.") from None
+                raise InvalidArgument(
+                    f"The request is too large to send to the PBX ({exc}); shorten the values."
+                ) from None
             except httpx2.TransportError as exc:
                 error: PbxError = error_from_transport(exc, self.endpoint.origin)
                 request_sent = not isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout)
                 retryable = idempotent or not request_sent
             except PbxError as exc:  # from minting a token
-                error, retryable = exc, isinstance(exc, RateLimited | PbxUnreachable) or (
-                    isinstance(exc, PbxServerError) and exc.status in _TRANSIENT_STATUSES
+                error, retryable = (
+                    exc,
+                    isinstance(exc, RateLimited | PbxUnreachable)
+                    or (isinstance(exc, PbxServerError) and exc.status in _TRANSIENT_STATUSES),
                 )
             else:
                 if response.is_success:
                     return response
                 error = error_from_response(response)
-                retryable = response.status_code == 429 or (idempotent and response.status_code in _TRANSIENT_STATUSES)
+                retryable = response.status_code == 429 or (
+                    idempotent and response.status_code in _TRANSIENT_STATUSES
+                )
             delay = self.retry.delay(attempt, getattr(error, "retry_after", None))
             out_of_time = time.monotonic() - started + delay > self.retry.max_total
             if not retryable or attempt + 1 == self.retry.attempts or out_of_time:
                 raise error
             what = path.split("(")[0]  # the entity set, never a key
-            log.warning("%s %s failed (%s); retry %d in %.1fs", method, what, type(error).__name__, attempt + 1, delay)
+            log.warning(
+                "%s %s failed (%s); retry %d in %.1fs", method, what, type(error).__name__, attempt + 1, delay
+            )
             await anyio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _after(caller_id: str, entry_id: str) -> odata.Filter:
+    """Entries after (caller_id, entry_id) in (CallerId, Id) order: the keyset of `page`."""
+    same_caller = odata.all_of([odata.eq("CallerId", caller_id), odata.gt("Id", entry_id)])
+    return odata.any_of([odata.gt("CallerId", caller_id), same_caller])
 
 
 def _json(response: httpx2.Response, expected: str) -> Any:

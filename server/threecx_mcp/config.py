@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -78,6 +79,26 @@ class PbxEndpoint:
         return cls(f"{scheme}://{netloc}")
 
 
+@dataclass(frozen=True)
+class Connection:
+    """One PBX and how to reach it, resolved and validated once from the settings.
+
+    Everything the XAPI client and the journal need; nothing here is re-read from the
+    environment later, so a running server cannot drift from what `doctor` checked.
+    """
+
+    endpoint: PbxEndpoint
+    client_id: str
+    client_secret: SecretStr
+    verify: bool | ssl.SSLContext
+    timeout: float
+
+    @property
+    def pbx_key(self) -> str:
+        """How the journal names this PBX: its origin, so two PBXs never share undo history."""
+        return self.endpoint.origin
+
+
 class Settings(BaseSettings):
     """Everything the server reads from THREECX_* variables."""
 
@@ -93,6 +114,7 @@ class Settings(BaseSettings):
     read_only: bool = False
     sandbox: bool = False
     journal: Path | None = None
+    journal_retention_days: int = Field(default=90, ge=0, le=36_500)
     mcp_auth_token: SecretStr | None = None
 
     @field_validator("client_id", "url", mode="after")
@@ -110,6 +132,20 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors(include_input=False)
             )
             raise ConfigError(f"Invalid settings: {problems}.") from None
+
+    def connection(self) -> Connection:
+        """The PBX, credentials and TLS trust, checked together; raises ConfigError naming what to fix."""
+        endpoint = self.endpoint()
+        client_id, secret = self.credentials()
+        return Connection(endpoint, client_id, secret, self.tls_verify(), self.timeout)
+
+    def journal_path(self) -> Path:
+        """THREECX_JOURNAL, or the per-user state directory (the sandbox keeps its own file)."""
+        if self.journal is not None:
+            # A 0.1 setting named the JSON Lines file; the store now sits beside it and imports it once.
+            return self.journal.with_suffix(".sqlite3") if self.journal.suffix == ".jsonl" else self.journal
+        name = "sandbox-journal.sqlite3" if self.sandbox else "journal.sqlite3"
+        return Path(platformdirs.user_state_dir("threecx-mcp", appauthor=False)) / name
 
     def endpoint(self) -> PbxEndpoint:
         if self.url is None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import anyio
 
 from .client import XapiClient
-from .config import PbxEndpoint, Settings
+from .config import Connection, PbxEndpoint, Settings
 from .errors import ThreeCXMcpError
 
 
@@ -27,19 +27,18 @@ class Check:
 async def run_checks(settings: Settings) -> list[Check]:
     """Every check in order; the first failure ends the run, since later checks would only repeat it."""
     try:
-        endpoint = settings.endpoint()
-        settings.credentials()
-        settings.tls_verify()
+        connection = settings.connection()
     except ThreeCXMcpError as exc:
         return [Check("settings", False, exc.user_message())]
+    endpoint = connection.endpoint
     checks = [Check("settings", True, f"PBX at {endpoint.origin}")]
 
     steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [
         ("dns", lambda: _resolve(endpoint)),
-        ("tcp", lambda: _connect(endpoint, settings.timeout)),
+        ("tcp", lambda: _connect(endpoint, connection.timeout)),
     ]
     if endpoint.uses_tls:
-        steps.append(("tls", lambda: _handshake(endpoint, settings)))
+        steps.append(("tls", lambda: _handshake(connection)))
     for name, step in steps:
         try:
             checks.append(Check(name, True, await step()))
@@ -47,17 +46,17 @@ async def run_checks(settings: Settings) -> list[Check]:
             checks.append(Check(name, False, _explain(name, exc, endpoint)))
             return checks
 
-    async with XapiClient.from_settings(settings) as client:
+    async with XapiClient.from_connection(connection) as client:
         try:
             await client.auth.token()
         except ThreeCXMcpError as exc:
             return [*checks, Check("token", False, exc.user_message())]
         checks.append(Check("token", True, "the API client's credentials were accepted"))
         try:
-            page = await client.list_blacklist(top=1, count=True)
+            total = await client.count()
         except ThreeCXMcpError as exc:
             return [*checks, Check("blacklist", False, exc.user_message())]
-    count = "?" if page.total is None else str(page.total)
+    count = "?" if total is None else str(total)
     return [*checks, Check("blacklist", True, f"can read the blacklist ({count} entries)")]
 
 
@@ -73,12 +72,12 @@ async def _connect(endpoint: PbxEndpoint, timeout: float) -> str:
     return f"port {endpoint.port} accepts connections"
 
 
-async def _handshake(endpoint: PbxEndpoint, settings: Settings) -> str:
-    verify = settings.tls_verify()
+async def _handshake(connection: Connection) -> str:
+    endpoint, verify = connection.endpoint, connection.verify
     context = verify if isinstance(verify, ssl.SSLContext) else ssl.create_default_context()
     if verify is False:
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with anyio.fail_after(settings.timeout):
+    with anyio.fail_after(connection.timeout):
         stream = await anyio.connect_tcp(endpoint.host.strip("[]"), endpoint.port, tls=True, ssl_context=context)
     await stream.aclose()
     return "certificate verified" if verify is not False else "connected WITHOUT verifying the certificate"

@@ -16,6 +16,7 @@ MAX_DESCRIPTION_LENGTH = 255
 MAX_ID_LENGTH = 1000
 MAX_BULK_IDS = 10_000
 MAX_SEARCH_LENGTH = 200
+MAX_LISTED_RESULTS = 100
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PHONE_LIKE = re.compile(r"^\+?[\d\s().\-/]+$")
@@ -161,10 +162,14 @@ Field_ = Literal["caller_id", "description"]
 
 class UpdateResult(BaseModel):
     operation_id: str | None = Field(description="Journal id of this change; restore_blacklist_numbers can undo it.")
-    entry: BlacklistEntry = Field(description="The entry as the PBX stores it now (read back after the change).")
+    entry: BlacklistEntry = Field(
+        description="The entry as the PBX stores it now (read back after the change), or as sent if read_back is false."
+    )
     previous: BlacklistEntry = Field(description="The entry before the change, to undo it if needed.")
     changed_fields: list[Field_] = Field(description="Fields that actually changed; empty if nothing did.")
+    read_back: bool = Field(default=True, description="False when the change was applied but could not be read back.")
     notes: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list, description="What went wrong after the change was applied.")
 
 
 DeleteStatus = Literal["deleted", "not_found", "failed", "would_delete", "unknown"]
@@ -182,12 +187,21 @@ class BulkDeleteResult(BaseModel):
     operation_id: str | None = Field(
         default=None, description="Journal id of this delete; restore_blacklist_numbers can re-create the entries."
     )
-    outcome: Literal["completed", "partial", "dry_run", "declined"]
+    outcome: Literal["completed", "partial", "interrupted", "dry_run", "declined"]
     summary: str
+    requested: int = Field(description="Distinct ids asked for.")
     deleted: int
     not_found: int
     failed: int
-    results: list[DeleteOutcome] = Field(description="One item per distinct id requested, in request order.")
+    unknown: int = Field(description="Ids whose request got no answer: the PBX may still have deleted them.")
+    would_delete: int = Field(default=0, description="Dry run only: ids that exist and would be deleted.")
+    results: list[DeleteOutcome] = Field(
+        description=f"Per-id results in request order, at most {MAX_LISTED_RESULTS}: every id that was not "
+        "deleted comes first in priority; the rest are counted in `omitted`."
+    )
+    omitted: int = Field(default=0, description="Per-id results left out of `results`; `details` has them all.")
+    details: str | None = Field(default=None, description="MCP resource URI with every id's result.")
+    warnings: list[str] = Field(default_factory=list)
 
 
 class DeleteConfirmation(BaseModel):
@@ -196,7 +210,17 @@ class DeleteConfirmation(BaseModel):
     confirm: bool = Field(title="Delete these entries", description="Tick to delete; they can only be re-added by hand.")
 
 
-RestoreStatus = Literal["recreated", "rolled_back", "already_present", "already_restored", "failed"]
+RestoreStatus = Literal[
+    "recreated",
+    "rolled_back",
+    "removed",
+    "already_present",
+    "already_restored",
+    "already_absent",
+    "changed_since",
+    "failed",
+    "unknown",
+]
 
 
 class RestoreOutcome(BaseModel):
@@ -209,6 +233,33 @@ class RestoreOutcome(BaseModel):
 
 
 class RestoreResult(BaseModel):
-    operation_id: str | None = Field(description="Journal id of this restore itself.")
+    operation_id: str | None = Field(description="Journal id of this restore itself; restoring it undoes the restore.")
+    undoes: str | None = Field(default=None, description="The operation this restore undid, if one was named.")
+    outcome: Literal["completed", "partial", "interrupted", "nothing_to_do"]
     summary: str
-    results: list[RestoreOutcome]
+    counts: dict[str, int] = Field(description="How many entries ended in each status.")
+    results: list[RestoreOutcome] = Field(
+        description=f"Per-entry results, at most {MAX_LISTED_RESULTS}, those needing attention first in priority."
+    )
+    omitted: int = Field(default=0, description="Per-entry results left out of `results`; `details` has them all.")
+    details: str | None = Field(default=None, description="MCP resource URI with every entry's result.")
+    warnings: list[str] = Field(default_factory=list)
+
+
+OperationKindName = Literal["add", "update", "delete", "restore"]
+
+
+class OperationSummary(BaseModel):
+    operation_id: str
+    time: str = Field(description="When it started (UTC, ISO 8601).")
+    kind: OperationKindName
+    outcome: str = Field(description="completed, partial, interrupted, ... or not_closed if the server died midway.")
+    counts: dict[str, int] = Field(description="How many entries ended in each status.")
+    restorable: bool = Field(description="Whether restore_blacklist_numbers(operation_id=...) has anything to undo.")
+    undoes: str | None = Field(default=None, description="For a restore: the operation it undid.")
+    details: str = Field(description="MCP resource URI with every entry of the operation.")
+
+
+class OperationsPage(BaseModel):
+    operations: list[OperationSummary] = Field(description="Newest first.")
+    next_cursor: str | None = Field(description="Pass as cursor for older operations; null when there are none.")

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 INSTRUCTIONS = """\
 Manages the caller blacklist of a 3CX phone system. Find entries with list_blacklist_numbers
 (search by number, name or note); its ids are what get, update and bulk delete take. Deleting
-unblocks callers: preview with dry_run=true. Every update and delete is journaled first;
-restore_blacklist_numbers undoes one by its operation_id."""
+unblocks callers: preview with dry_run=true. Every update, delete and restore is journaled first;
+restore_blacklist_numbers undoes one by its operation_id, and list_operations finds them."""
 
 
 def error_result(message: str) -> CallToolResult:
@@ -68,8 +68,11 @@ def build_server(
 ) -> BlacklistServer:
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        async with client_factory() as client:
-            yield AppState(client=client, journal=journal)
+        try:
+            async with client_factory() as client:
+                yield AppState(client=client, journal=journal)
+        finally:
+            journal.close()  # it reopens if the server is started again
 
     server = BlacklistServer(
         "threecx-mcp",

@@ -3,6 +3,10 @@
 It behaves as the published XAPI contract says (string keys as quoted literals, 204s
 without bodies, OData error bodies, `{"ids": [...]}` bulk deletes, one live token per API
 client) and adds switches that tests use to inject faults. It keeps everything in memory.
+
+Some behaviour of a real PBX is unknown (page caps, nextLinks, `$filter` limits, operator
+support), so each variant a real ASP.NET OData server can show is a switch, and the client
+is tested against all of them.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote
@@ -23,18 +27,31 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ..odata import parse_string_literal
-from .filters import FilterError, compile_filter
+from ..odata import parse_string_literal, query
+from .filters import CompiledFilter, FilterError, compile_filter
 
 SANDBOX_CLIENT_ID = "sandbox"
 SANDBOX_CLIENT_SECRET = "sandbox-api-key"  # not a secret: it opens only this simulator
 
 PROPERTIES = ("Id", "CallerId", "Description")
+_VARIANTS = (
+    "token_lifetime",
+    "latency",
+    "page_cap",
+    "next_link",
+    "filter_node_limit",
+    "supports_in",
+    "ignore_skip",
+    "supports_count",
+    "ignore_filter",
+)
 _PROPERTY_SET = frozenset(PROPERTIES)
 _API_PREFIX = "/xapi/v1/"
 _ENTITY_SEGMENT = re.compile(r"^BlackListNumbers\((?P<key>.*)\)$", re.DOTALL)
 _ODATA_CONTENT_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
-_QUERY_OPTIONS = frozenset({"$filter", "$top", "$skip", "$count", "$orderby", "$select", "$search", "$expand"})
+_QUERY_OPTIONS = frozenset(
+    {"$filter", "$top", "$skip", "$count", "$orderby", "$select", "$search", "$expand"}
+)
 
 SEED_ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("+442071838750", "Robocaller: energy switching offers"),
@@ -83,6 +100,7 @@ class RecordedRequest:
     query: str
     headers: dict[str, str]
     body: bytes
+    origin: str = ""  # scheme://host:port as the client addressed it, for absolute nextLinks
 
 
 @dataclass(frozen=True)
@@ -124,33 +142,47 @@ class Sandbox:
     latency: float = 0.0
     max_entries: int = 50_000
     seed: bool = True
+    # Server variants; reset() restores what the sandbox was built with.
+    page_cap: int | None = None  # at most this many records per answer, whatever $top says
+    next_link: bool = True  # with page_cap: announce the rest by @odata.nextLink (False: truncate silently)
+    filter_node_limit: int | None = 100  # ASP.NET Core OData's default MaxNodeCount; None = no limit
+    supports_in: bool = True  # False: the `in` operator is a 400, as on servers before OData 4.01
+    ignore_skip: bool = False  # answer from the first record whatever $skip says
+    supports_count: bool = True  # False: answers carry no @odata.count, whatever $count says
+    ignore_filter: bool = False  # validate $filter but answer as if there were none (a lying server)
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
     exchanges: list[tuple[RecordedRequest, RecordedResponse]] = field(default_factory=list)
     record_exchanges: bool = False
+    # Called with each request before it is answered: tests play concurrent editors with them.
+    hooks: list[Callable[[RecordedRequest], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._signing_key = secrets.token_bytes(32)
-        self._configured = (self.token_lifetime, self.latency)
+        self._configured = {name: getattr(self, name) for name in _VARIANTS}
         self.reset()
 
     # -- switches for tests -----------------------------------------------------------------
 
     def reset(self) -> None:
-        """Back to the state it was built with: seeded entries, no faults, no tokens, empty logs."""
+        """Back to the state it was built with: seeded entries, no faults or hooks, no tokens, empty logs."""
         self.entries.clear()
         self.faults.clear()
         self.requests.clear()
         self.exchanges.clear()
-        self.token_lifetime, self.latency = self._configured
+        self.hooks.clear()
+        for name, value in self._configured.items():
+            setattr(self, name, value)
         self._live_token_ids: dict[str, str] = {}
         self._next_id = 1
         if self.seed:
             for caller_id, description in SEED_ENTRIES:
                 self.add(caller_id, description)
 
-    def add(self, caller_id: str, description: str | None = None, entry_id: str | None = None) -> dict[str, Any]:
+    def add(
+        self, caller_id: str, description: str | None = None, entry_id: str | None = None
+    ) -> dict[str, Any]:
         if entry_id is None:
             entry_id = str(self._next_id)
             self._next_id += 1
@@ -188,12 +220,18 @@ class Sandbox:
             query=scope.get("query_string", b"").decode("latin-1"),
             headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
             body=await request.body(),
+            origin=str(request.base_url).rstrip("/"),
         )
         self.requests.append(recorded)
+        for hook in list(self.hooks):
+            hook(recorded)
         response = await self._answer(recorded)
         if self.record_exchanges:
             self.exchanges.append(
-                (recorded, RecordedResponse(response.status_code, dict(response.headers), bytes(response.body)))
+                (
+                    recorded,
+                    RecordedResponse(response.status_code, dict(response.headers), bytes(response.body)),
+                )
             )
         await response(scope, receive, send)
 
@@ -225,7 +263,9 @@ class Sandbox:
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
         client_id = form.get("client_id", "")
         expected = self.api_clients.get(client_id)
-        if expected is None or not secrets.compare_digest(form.get("client_secret", "").encode(), expected.encode()):
+        if expected is None or not secrets.compare_digest(
+            form.get("client_secret", "").encode(), expected.encode()
+        ):
             return JSONResponse({"error": "invalid_client"}, status_code=400)
         now = time.time()
         token_id = self._live_token_ids[client_id] = secrets.token_hex(8)  # the previous one dies
@@ -234,7 +274,9 @@ class Sandbox:
             self._signing_key,
             algorithm="HS256",
         )
-        return JSONResponse({"access_token": token, "token_type": "Bearer", "expires_in": int(self.token_lifetime)})
+        return JSONResponse(
+            {"access_token": token, "token_type": "Bearer", "expires_in": int(self.token_lifetime)}
+        )
 
     def _authorize(self, req: RecordedRequest) -> None:
         scheme, _, token = req.headers.get("authorization", "").partition(" ")
@@ -292,29 +334,53 @@ class Sandbox:
         options = _query(req, _QUERY_OPTIONS)
         rows = list(self.entries.values())
         if "$filter" in options:
-            try:
-                predicate = compile_filter(options["$filter"], _PROPERTY_SET)
-            except FilterError as exc:
-                raise _bad_request(str(exc)) from None
-            rows = [r for r in rows if predicate(r)]
+            compiled = self._compile(options["$filter"])
+            if not self.ignore_filter:
+                rows = [r for r in rows if compiled.matches(r)]
         if "$search" in options:
             needle = options["$search"].strip('"').lower()
-            rows = [r for r in rows if needle in r["CallerId"].lower() or needle in (r["Description"] or "").lower()]
+            rows = [
+                r
+                for r in rows
+                if needle in r["CallerId"].lower() or needle in (r["Description"] or "").lower()
+            ]
         for prop, descending in reversed(_orderby(options.get("$orderby", ""))):
-            rows.sort(key=lambda r, p=prop: (r[p] is not None, r[p] or ""), reverse=descending)
+            rows.sort(key=_order_key(prop), reverse=descending)
         total = len(rows)
         skip = _non_negative(options, "$skip") or 0
         top = _non_negative(options, "$top")
-        rows = rows[skip:] if top is None else rows[skip : skip + top]
+        size = top if self.page_cap is None or (top is not None and top < self.page_cap) else self.page_cap
+        start = 0 if self.ignore_skip else skip
+        rows = rows[start:] if size is None else rows[start : start + size]
         body: dict[str, Any] = {"@odata.context": "/xapi/v1/$metadata#BlackListNumbers"}
         count = options.get("$count", "false").lower()
         if count not in ("true", "false"):
             raise _bad_request(f"'{options['$count']}' is not a valid value for $count; use true or false.")
-        if count == "true":
+        if count == "true" and self.supports_count:
             body["@odata.count"] = total
         select = _select(options)
         body["value"] = [{p: r[p] for p in select} for r in rows]
+        cut_by_cap = size is not None and size != top and len(rows) == size and skip + size < total
+        if cut_by_cap and self.next_link:
+            # As ASP.NET does with a PageSize: the same query moved on by $skip, $top reduced to what is left.
+            rest = dict(options, **{"$skip": str(skip + len(rows))})
+            if top is not None:
+                rest["$top"] = str(top - len(rows))
+            body["@odata.nextLink"] = f"{req.origin}{req.path}?{query(rest)}"
         return _odata_json(body)
+
+    def _compile(self, text: str) -> CompiledFilter:
+        try:
+            compiled = compile_filter(text, _PROPERTY_SET, allow_in=self.supports_in)
+        except FilterError as exc:
+            raise _bad_request(str(exc)) from None
+        limit = self.filter_node_limit
+        if limit is not None and compiled.nodes > limit:
+            raise _bad_request(
+                f"The node count limit of '{limit}' has been exceeded. To increase the limit, set the "
+                "'MaxNodeCount' property on EnableQueryAttribute or ODataValidationSettings."
+            )
+        return compiled
 
     def _entity_response(self, entry: dict[str, Any], options: dict[str, str], status: int = 200) -> Response:
         body = {"@odata.context": "/xapi/v1/$metadata#BlackListNumbers/$entity"}
@@ -355,7 +421,7 @@ class Sandbox:
     def _bulk_delete(self, req: RecordedRequest) -> Response:
         body = _json_object(req)
         if set(body) != {"ids"} or not isinstance(body["ids"], list):
-            raise _bad_request("The request body must be {\"ids\": [...]}.", target="ids")
+            raise _bad_request('The request body must be {"ids": [...]}.', target="ids")
         if not all(isinstance(i, str) for i in body["ids"]):
             raise _bad_request("Every id must be an Edm.String.", target="ids")
         for key in body["ids"]:
@@ -386,7 +452,9 @@ def _non_negative(options: dict[str, str], name: str) -> int | None:
         return None
     value = options[name]
     if not value.isdigit():
-        raise _bad_request(f"Invalid value '{value}' for {name} query option; it must be a non-negative integer.")
+        raise _bad_request(
+            f"Invalid value '{value}' for {name} query option; it must be a non-negative integer."
+        )
     return int(value)
 
 
@@ -399,6 +467,11 @@ def _orderby(text: str) -> list[tuple[str, bool]]:
             raise _bad_request(f"Invalid $orderby item '{item}'.")
         keys.append((prop, direction == "desc"))
     return keys
+
+
+def _order_key(prop: str) -> Callable[[dict[str, Any]], tuple[bool, str]]:
+    """Nulls first, then ordinal string order: the order `gt`/`lt` in filters agree with."""
+    return lambda r: (r[prop] is not None, r[prop] or "")
 
 
 def _select(options: dict[str, str]) -> tuple[str, ...]:
@@ -427,7 +500,9 @@ def _entity_body(req: RecordedRequest, required: tuple[str, ...]) -> dict[str, A
     body = {k: v for k, v in _json_object(req).items() if not k.startswith("@odata.")}
     for name, value in body.items():
         if name not in _PROPERTY_SET:
-            raise _bad_request(f"The property '{name}' does not exist on type 'Pbx.BlackListNumber'.", target=name)
+            raise _bad_request(
+                f"The property '{name}' does not exist on type 'Pbx.BlackListNumber'.", target=name
+            )
         if not (isinstance(value, str) or (value is None and name == "Description")):
             raise _bad_request(f"The value for property '{name}' must be an Edm.String.", target=name)
     for name in required:
@@ -448,11 +523,15 @@ def _odata_json(body: dict[str, Any], status: int = 200) -> Response:
 def _fault_response(fault: Fault) -> Response:
     headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
     if fault.body == "odata":
-        message = {401: "Unauthorized", 403: "Forbidden", 429: "Too many requests"}.get(fault.status, "Fault injected")
+        message = {401: "Unauthorized", 403: "Forbidden", 429: "Too many requests"}.get(
+            fault.status, "Fault injected"
+        )
         error = {"error": {"code": str(fault.status), "message": message}}
         return JSONResponse(error, status_code=fault.status, headers=headers)
     if fault.body == "html":
-        html = "<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1>nginx</body></html>"
+        html = (
+            "<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1>nginx</body></html>"
+        )
         return Response(html, status_code=fault.status, headers=headers, media_type="text/html")
     if fault.body == "truncated":
         return Response('{"value": [{"Id": "1", "CallerId": "+4', fault.status, headers, "application/json")

@@ -1,0 +1,237 @@
+"""`threecx-mcp journal list | show ID | export [FILE]`: the safety journal, read from a terminal.
+
+For administrators and audits: what the server changed, when, and what an undo would put back,
+without an assistant in between. Text that came from the PBX or the journal file (caller IDs,
+descriptions, reasons, ids) is printed escaped, so a line separator or a bidi override in an
+entry cannot forge lines or reorder what a person reads. `export` writes JSON Lines with every
+non-ASCII character escaped, so any line-based reader splits it where it was meant to be split.
+Reading never deletes: the journal is opened without retention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+
+from .display import escape
+from .errors import JournalError
+from .journal import EntryImage, ItemRecord, Journal, OperationRecord
+
+_EXPORT_PAGE = 500
+
+
+class _Refusal(Exception):
+    """A one-line message for the user; the command exits with 2."""
+
+
+def main(argv: Sequence[str], journal_path: Path, pbx: str | None) -> int:
+    """Run one journal command; `pbx` is this server's PBX key (None when the settings name none: every PBX)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:  # --help, or a usage error argparse has already explained
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        if not journal_path.exists() and not journal_path.is_symlink():
+            return _without_journal(args, journal_path)
+        scope = None if args.command == "show" or args.all or pbx is None else pbx
+        journal = Journal(journal_path, scope, retention_days=0)
+        try:
+            return anyio.run(_run, args, journal)
+        finally:
+            journal.close()
+    except (JournalError, _Refusal) as exc:
+        message = exc.user_message() if isinstance(exc, JournalError) else str(exc)
+        print(f"{parser.prog}: {message}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="threecx-mcp journal",
+        description="Read the safety journal: what this server changed on the PBX, and how to undo it.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,show,export}")
+    listing = commands.add_parser("list", help="recent operations, newest first")
+    listing.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
+    listing.add_argument("--all", action="store_true", help="operations on every PBX, not only this one")
+    show = commands.add_parser("show", help="one operation and every entry it touched")
+    show.add_argument("operation_id")
+    export = commands.add_parser("export", help="every operation with its entries, as JSON Lines")
+    export.add_argument("file", nargs="?", help="write here instead of to standard output")
+    export.add_argument("--all", action="store_true", help="operations on every PBX, not only this one")
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {escape(text)}")
+    return value
+
+
+def _without_journal(args: argparse.Namespace, journal_path: Path) -> int:
+    """Nothing journaled yet: say so, rather than create an empty journal by reading it."""
+    if args.command == "show":
+        raise _Refusal(
+            f"No operation {escape(args.operation_id)}: there is no journal at {journal_path} yet."
+        )
+    if args.command == "list":
+        print(f"No operations journaled yet (no journal at {journal_path}).")
+        return 0
+    with _output(args.file):
+        return 0
+
+
+async def _run(args: argparse.Namespace, journal: Journal) -> int:
+    if args.command == "list":
+        await _list(journal, args.limit)
+    elif args.command == "show":
+        await _show(journal, args.operation_id)
+    else:
+        with _output(args.file) as out:
+            await _export(journal, out)
+    return 0
+
+
+async def _list(journal: Journal, limit: int) -> None:
+    records = await journal.recent(limit)
+    if not records:
+        print("No operations journaled" + ("" if journal.pbx is None else " for this PBX") + " yet.")
+        return
+    header = [
+        "operation_id",
+        "started (UTC)",
+        *(["pbx"] if journal.pbx is None else []),
+        "kind",
+        "outcome",
+        "counts",
+    ]
+    rows = [
+        [
+            escape(r.operation_id),
+            _time(r.started_at),
+            *([escape(r.pbx)] if journal.pbx is None else []),
+            r.kind.value,
+            escape(r.outcome) if r.outcome is not None else "not closed",
+            _counts(r.counts),
+        ]
+        for r in records
+    ]
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+async def _show(journal: Journal, operation_id: str) -> None:
+    record = await journal.operation(operation_id)
+    if record is None:
+        raise _Refusal(
+            f"No operation {escape(operation_id)} in the journal {journal.path}; `list --all` shows them."
+        )
+    print(f"operation {escape(record.operation_id)}")
+    print(f"  pbx:      {escape(record.pbx)}")
+    print(f"  kind:     {record.kind.value}")
+    print(f"  started:  {_time(record.started_at)}")
+    print(f"  finished: {_time(record.finished_at) if record.finished_at else 'not closed'}")
+    print(f"  outcome:  {escape(record.outcome) if record.outcome is not None else 'not closed'}")
+    if record.undoes is not None:
+        print(f"  undoes:   {escape(record.undoes)}")
+    print(f"  entries:  {sum(record.counts.values())} ({_counts(record.counts)})")
+    for position, item in enumerate(await journal.items(operation_id), start=1):
+        print(f"  {position}. {_item_line(item)}")
+
+
+def _item_line(item: ItemRecord) -> str:
+    line = f"id {_quoted(item.entry_id)}: {escape(item.status)}"
+    if item.reason is not None:
+        line += f" ({_quoted(item.reason)})"
+    after = _image(item.after) if item.after_known else "not recorded"
+    return f"{line}; before: {_image(item.before)}; after: {after}"
+
+
+def _image(image: EntryImage | None) -> str:
+    if image is None:
+        return "none"
+    description = (
+        "no description" if image.description is None else f"description {_quoted(image.description)}"
+    )
+    return f"caller ID {_quoted(image.caller_id)}, {description}"
+
+
+async def _export(journal: Journal, out: TextIO) -> None:
+    after: str | None = None
+    while page := await journal.oldest_first(_EXPORT_PAGE, after=after):
+        for record in page:
+            document = _document(record, await journal.items(record.operation_id))
+            out.write(json.dumps(document, ensure_ascii=True) + "\n")
+        after = page[-1].operation_id
+
+
+def _document(record: OperationRecord, items: Sequence[ItemRecord]) -> dict[str, Any]:
+    def image(entry: EntryImage | None) -> dict[str, Any] | None:
+        return (
+            None
+            if entry is None
+            else {"id": entry.id, "caller_id": entry.caller_id, "description": entry.description}
+        )
+
+    return {
+        "operation_id": record.operation_id,
+        "pbx": record.pbx,
+        "kind": record.kind.value,
+        "started_at": record.started_at.isoformat(),
+        "finished_at": None if record.finished_at is None else record.finished_at.isoformat(),
+        "outcome": record.outcome,
+        "undoes": record.undoes,
+        "counts": record.counts,
+        "items": [
+            {
+                "before": image(item.before),
+                "after": image(item.after),
+                "after_known": item.after_known,
+                "status": item.status,
+                "reason": item.reason,
+            }
+            for item in items
+        ],
+    }
+
+
+@contextmanager
+def _output(file: str | None) -> Iterator[TextIO]:
+    """Standard output, or FILE, created private to the user (it holds caller IDs)."""
+    if file is None or file == "-":
+        yield sys.stdout
+        return
+    try:
+        with open(
+            os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8"
+        ) as handle:
+            yield handle
+    except OSError as exc:
+        raise _Refusal(f"Cannot write {escape(file)} ({exc.strerror or type(exc).__name__}).") from None
+
+
+def _time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {escape(status)}" for status, n in sorted(counts.items())) or "no entries"
+
+
+def _quoted(text: str) -> str:
+    return f'"{escape(text)}"'

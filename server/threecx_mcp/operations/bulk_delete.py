@@ -1,0 +1,203 @@
+"""The bulk delete engine: journal, delete in chunks, then look again by id.
+
+The PBX answers a bulk delete with an empty 204 that does not say which ids it removed, so the
+truth comes from looking up the ids before and after, by id (never by position, which shifts when
+someone else edits the blacklist meanwhile). An interruption at any point still ends in a journal
+record that says, per id, what is known: gone, still there, or unknowable (in flight).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from ..client import BlacklistRecord, XapiClient
+from ..errors import PbxError, PbxUnreachable
+from ..journal import EntryImage, ItemRecord, Journal, OperationKind
+from ..models import BulkDeleteResult, DeleteOutcome
+from .journaling import begin, end
+from .outcomes import FATAL
+from .reporting import bounded_results, operation_uri
+
+BULK_CHUNK_SIZE = 500
+
+ProgressFn = Callable[[float, float, str], Awaitable[None]]
+
+
+async def no_progress(done: float, total: float, message: str) -> None:
+    return None
+
+
+async def bulk_delete(
+    client: XapiClient,
+    journal: Journal,
+    ids: Sequence[str],
+    *,
+    dry_run: bool,
+    progress: ProgressFn = no_progress,
+) -> BulkDeleteResult:
+    before = await client.find_by_ids(ids)
+    present = [i for i in ids if i in before]
+    if dry_run:
+        statuses = {i: "would_delete" if i in before else "not_found" for i in ids}
+        return summarise(ids, before, statuses, {}, "dry_run", None, [])
+    if not present:
+        return summarise(ids, before, dict.fromkeys(ids, "not_found"), {}, "completed", None, [])
+    items = [ItemRecord(before=_image(before[i]), after=None) for i in present]
+    operation_id = await begin(journal, OperationKind.DELETE, items)
+    run = _BulkRun(present, progress)
+    try:
+        await run.delete(client)
+        await run.verify(client)
+    except BaseException:
+        # Cancelled or crashed midway: find out what really happened before letting go.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(15):
+            await run.settle(client)
+        await end(journal, operation_id, "interrupted", run.final_items(items))
+        raise
+    outcome = "partial" if any(s in ("failed", "unknown") for s in run.statuses.values()) else "completed"
+    warnings = await end(journal, operation_id, outcome, run.final_items(items))
+    statuses = {i: run.statuses.get(i, "not_found") for i in ids}
+    return summarise(ids, before, statuses, run.reasons, outcome, operation_id, warnings)
+
+
+@dataclass
+class _BulkRun:
+    """One bulk delete in progress; knows which ids are in flight if it is cut short."""
+
+    present: list[str]
+    progress: ProgressFn
+    in_flight: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+    uncertain: set[str] = field(default_factory=set)  # their request got no answer: it may still apply
+    statuses: dict[str, str] = field(default_factory=dict)
+
+    async def delete(self, client: XapiClient) -> None:
+        chunks = [self.present[i : i + BULK_CHUNK_SIZE] for i in range(0, len(self.present), BULK_CHUNK_SIZE)]
+        for number, chunk in enumerate(chunks):
+            self.in_flight = chunk  # stays set if we are cancelled while the PBX has it
+            try:
+                await client.bulk_delete_blacklist_numbers(chunk)
+            except PbxError as exc:
+                self.reasons.update(dict.fromkeys(chunk, exc.user_message()))
+                if isinstance(exc, PbxUnreachable):
+                    self.uncertain.update(chunk)
+                if isinstance(exc, FATAL):
+                    skipped = [i for later in chunks[number + 1 :] for i in later]
+                    self.reasons.update(dict.fromkeys(skipped, f"not attempted after an earlier failure: {exc.message}"))
+                    self.in_flight = []
+                    break
+            self.in_flight = []
+            await self.progress(number + 1, len(chunks), f"sent {number + 1} of {len(chunks)} delete requests")
+
+    async def verify(self, client: XapiClient) -> None:
+        """Gone is deleted; still there is failed, or unknown if its request got no answer."""
+        try:
+            still_there = await client.find_by_ids(self.present)
+        except PbxError as exc:
+            reason = f"the deletes were sent but the result could not be checked: {exc.user_message()}"
+            for i in self.present:
+                known_failed = i in self.reasons and i not in self.uncertain
+                self.statuses[i] = "failed" if known_failed else "unknown"
+                self.reasons.setdefault(i, reason)
+            return
+        for i in self.present:
+            if i not in still_there:
+                self.statuses[i] = "deleted"
+                self.reasons.pop(i, None)
+            elif i in self.uncertain:
+                self.statuses[i] = "unknown"
+                self.reasons[i] += " The PBX may still delete it; check with get_blacklist_number."
+            else:
+                self.statuses[i] = "failed"
+                self.reasons.setdefault(i, "the PBX accepted the request but the entry still exists")
+
+    async def settle(self, client: XapiClient) -> None:
+        """After an interruption: gone means deleted, present means not, in flight means unknown."""
+        self.statuses = dict.fromkeys(self.present, "unknown")
+        try:
+            still_there = await client.find_by_ids(self.present)
+        except PbxError:
+            return
+        for i in self.present:
+            if i not in still_there:
+                self.statuses[i] = "deleted"
+            elif i not in self.in_flight and i not in self.uncertain:
+                self.statuses[i] = "failed"
+
+    def final_items(self, items: Sequence[ItemRecord]) -> list[ItemRecord]:
+        return [
+            ItemRecord(
+                before=item.before,
+                after=None,
+                status=self.statuses.get(item.entry_id, "unknown"),
+                reason=self.reasons.get(item.entry_id),
+            )
+            for item in items
+        ]
+
+
+def summarise(
+    ids: Sequence[str],
+    before: dict[str, BlacklistRecord],
+    statuses: dict[str, str],
+    reasons: dict[str, str],
+    outcome: str,
+    operation_id: str | None,
+    warnings: list[str],
+) -> BulkDeleteResult:
+    counts = {s: sum(1 for i in ids if statuses[i] == s) for s in ("deleted", "not_found", "failed", "unknown")}
+    would_delete = sum(1 for i in ids if statuses[i] == "would_delete")
+    outcomes = [_outcome(i, before.get(i), statuses[i], reasons.get(i)) for i in ids]
+    listed, omitted = bounded_results(outcomes, important=lambda o: o.status not in ("deleted", "would_delete"))
+    if outcome == "dry_run":
+        summary = f"Dry run: {would_delete} would be deleted, {counts['not_found']} not found; nothing was deleted."
+    else:
+        summary = (
+            f"{counts['deleted']} deleted, {counts['not_found']} not found, {counts['failed']} failed"
+            + (f", {counts['unknown']} unknown" if counts["unknown"] else "")
+            + f" of {len(ids)} requested."
+        )
+        if counts["failed"] or counts["unknown"]:
+            summary += " See each result's reason; nothing reported deleted still exists."
+    return BulkDeleteResult(
+        operation_id=operation_id,
+        outcome=outcome,  # type: ignore[arg-type]
+        summary=summary,
+        requested=len(ids),
+        would_delete=would_delete,
+        results=listed,
+        omitted=omitted,
+        details=operation_uri(operation_id) if operation_id else None,
+        warnings=warnings,
+        **counts,
+    )
+
+
+def declined(ids: Sequence[str]) -> BulkDeleteResult:
+    return BulkDeleteResult(
+        outcome="declined",
+        summary=f"The user declined; none of the {len(ids)} entries was deleted.",
+        requested=len(ids),
+        deleted=0,
+        not_found=0,
+        failed=0,
+        unknown=0,
+        results=[],
+    )
+
+
+def _outcome(entry_id: str, record: BlacklistRecord | None, status: str, reason: str | None) -> DeleteOutcome:
+    return DeleteOutcome(
+        id=entry_id,
+        status=status,  # type: ignore[arg-type]
+        caller_id=record.caller_id if record else None,
+        description=(record.description or None) if record else None,
+        reason=reason,
+    )
+
+
+def _image(record: BlacklistRecord) -> EntryImage:
+    return EntryImage(record.id, record.caller_id, record.description or None)

@@ -1,0 +1,178 @@
+"""Single-entry operations: list (keyset-paged), get, add and update, each with what it promises."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+from ..client import XapiClient
+from ..errors import InvalidArgument, NotFound, PbxError, UncertainOutcome
+from ..journal import EntryImage, ItemRecord, Journal, OperationKind
+from ..models import AddResult, BlacklistEntry, BlacklistPageResult, UpdateResult, normalize_caller_id
+from .journaling import begin, end
+from .outcomes import REFUSED
+
+_MAX_CURSOR_LENGTH = 2_000
+
+
+def _not_found(entry_id: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"No blacklist entry with id {entry_id!r}; use list_blacklist_numbers to find it. Nothing was changed."
+    )
+
+
+async def get_entry(client: XapiClient, entry_id: str) -> BlacklistEntry:
+    try:
+        return BlacklistEntry.of(await client.get_blacklist_number(entry_id))
+    except NotFound:
+        raise _not_found(entry_id) from None
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    """Where the previous page ended, by value: deleting entries meanwhile cannot make a page skip."""
+
+    search: str | None
+    after: tuple[str, str]  # (caller_id, id) of the previous page's last entry
+    seen: int  # entries shown on the pages before, so the total stays meaningful
+
+    def encode(self) -> str:
+        raw = json.dumps({"s": self.search, "a": list(self.after), "n": self.seen}, separators=(",", ":"))
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str, search: str | None) -> _Cursor:
+        try:
+            if len(text) > _MAX_CURSOR_LENGTH:
+                raise ValueError
+            state = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            after, seen, cursor_search = state["a"], state["n"], state["s"]
+            if not (
+                isinstance(after, list)
+                and len(after) == 2
+                and all(isinstance(part, str) for part in after)
+                and isinstance(seen, int)
+                and seen >= 0
+                and (cursor_search is None or isinstance(cursor_search, str))
+            ):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
+            raise InvalidArgument("cursor is not one this server issued; omit it to start from the first page.") from None
+        if cursor_search != search:
+            raise InvalidArgument(
+                f"cursor belongs to the search {cursor_search!r}, not {search!r}; repeat that search or omit cursor."
+            )
+        return cls(search, (after[0], after[1]), seen)
+
+
+async def list_entries(client: XapiClient, search: str | None, limit: int, cursor: str | None) -> BlacklistPageResult:
+    search = search.strip() or None if search is not None else None
+    position = _Cursor.decode(cursor, search) if cursor else None
+    terms = sorted({search, normalize_caller_id(search)[0]}) if search else []
+    page = await client.page(terms=terms, after=position.after if position else None, limit=limit)
+    seen = position.seen if position else 0
+    records = page.records
+    if page.remaining is not None:
+        # The count covers this page and everything after it, so it says whether more remain even when
+        # the PBX caps its pages below `limit`.
+        more = page.remaining > len(records)
+        total: int | None = seen + page.remaining
+    else:
+        more, total = len(records) == limit, None
+    next_cursor = None
+    if more and records:
+        next_cursor = _Cursor(search, (records[-1].caller_id, records[-1].id), seen + len(records)).encode()
+    return BlacklistPageResult(entries=[BlacklistEntry.of(r) for r in records], total=total, next_cursor=next_cursor)
+
+
+async def add_entry(client: XapiClient, caller_id: str, description: str | None) -> AddResult:
+    caller_id, note = normalize_caller_id(caller_id)
+    existing = (await client.find_by_caller_ids([caller_id])).get(caller_id)
+    if existing is not None:
+        raise InvalidArgument(
+            f"Caller ID {caller_id!r} is already blacklisted (id {existing.id!r}); "
+            "use update_blacklist_number to change that entry."
+        )
+    created = await client.create_blacklist_number(caller_id, description or None)
+    return AddResult(entry=BlacklistEntry.of(created), notes=[note] if note else [])
+
+
+async def update_entry(
+    client: XapiClient, journal: Journal, entry_id: str, caller_id: str | None, description: str | None
+) -> UpdateResult:
+    """PATCH only what changes, journaled first; the result says what is true even if a later step fails."""
+    if caller_id is None and description is None:
+        raise InvalidArgument(
+            'Give caller_id, description, or both; description="" clears the description. Nothing was changed.'
+        )
+    before = await get_entry(client, entry_id)
+    notes: list[str] = []
+    changes: dict[str, str] = {}
+    if caller_id is not None:
+        caller_id, note = normalize_caller_id(caller_id)
+        notes += [note] if note else []
+        if caller_id != before.caller_id:
+            changes["CallerId"] = caller_id
+    if description is not None and (description or None) != before.description:
+        changes["Description"] = description
+    if not changes:
+        return UpdateResult(
+            operation_id=None, entry=before, previous=before, changed_fields=[], notes=[*notes, "Nothing to change."]
+        )
+    intended = BlacklistEntry(
+        id=before.id,
+        caller_id=changes.get("CallerId", before.caller_id),
+        description=(changes["Description"] or None) if "Description" in changes else before.description,
+    )
+    item = ItemRecord(before=_image(before), after=_image(intended))
+    operation_id = await begin(journal, OperationKind.UPDATE, [item])
+    try:
+        await client.update_blacklist_number(entry_id, changes)
+    except PbxError as exc:
+        refused = isinstance(exc, REFUSED) or isinstance(exc, NotFound)
+        status = "failed" if refused else "unknown"
+        await end(journal, operation_id, status, [_final(item, status, exc.user_message())])
+        if isinstance(exc, NotFound):
+            raise _not_found(entry_id) from None  # deleted between our read and our write
+        if refused:
+            raise
+        raise UncertainOutcome(
+            f"{exc.user_message()} The PBX may still have applied the change: check with get_blacklist_number; "
+            f"restore_blacklist_numbers with operation_id {operation_id!r} undoes it."
+        ) from None
+    warnings = await end(journal, operation_id, "completed", [_final(item, "updated")])
+    try:
+        after = await get_entry(client, entry_id)
+    except (PbxError, InvalidArgument) as exc:
+        why = exc.user_message()
+        warnings.append(f"The change was applied, but reading the entry back failed: {why}")
+        changed = [f for f in ("caller_id", "description") if getattr(intended, f) != getattr(before, f)]
+        return UpdateResult(
+            operation_id=operation_id,
+            entry=intended,
+            previous=before,
+            changed_fields=changed,  # type: ignore[arg-type]
+            read_back=False,
+            notes=notes,
+            warnings=warnings,
+        )
+    changed = [f for f in ("caller_id", "description") if getattr(after, f) != getattr(before, f)]
+    return UpdateResult(
+        operation_id=operation_id,
+        entry=after,
+        previous=before,
+        changed_fields=changed,  # type: ignore[arg-type]
+        notes=notes,
+        warnings=warnings,
+    )
+
+
+def _image(entry: BlacklistEntry) -> EntryImage:
+    return EntryImage(entry.id, entry.caller_id, entry.description)
+
+
+def _final(item: ItemRecord, status: str, reason: str | None = None) -> ItemRecord:
+    return ItemRecord(before=item.before, after=item.after, status=status, reason=reason)
+

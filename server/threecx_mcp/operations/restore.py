@@ -1,0 +1,296 @@
+"""Undo from the safety journal: put each journaled entry back in the state it had before.
+
+Every journal item says what an entry was (`before`) and what the operation left (`after`);
+undoing it means: make the PBX match `before` again, but only where the entry still is as the
+operation left it. An entry someone changed since is left alone and reported `changed_since`
+(unless the caller insists with `overwrite`), so an old undo never silently wipes later work.
+A restore is itself journaled the same way, so it can be undone too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import anyio.lowlevel
+
+from ..client import BlacklistRecord, XapiClient
+from ..display import quoted
+from ..errors import InvalidArgument, NotFound, PbxError
+from ..journal import EntryImage, ItemRecord, Journal, OperationKind
+from ..models import RestoreOutcome, RestoreResult
+from .bulk_delete import ProgressFn, no_progress
+from .journaling import begin, end
+from .outcomes import FATAL, REFUSED
+from .reporting import bounded_results, operation_uri
+
+_MAX_NAMED_IDS = 20
+_PROGRESS_EVERY = 50
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What undoing one journal item takes: an action on the PBX, or a status with nothing to do."""
+
+    item: ItemRecord
+    action: str | None  # "create", "patch", "delete" or None
+    status: str  # the status if nothing is done, else the status on success
+    current: BlacklistRecord | None = None
+    reason: str | None = None
+
+    def journal_item(self) -> ItemRecord:
+        """The change this step makes, as the journal records it (so the restore can be undone)."""
+        target = self.item.before
+        now = _image(self.current) if self.current is not None else None
+        if self.action == "create":
+            assert target is not None
+            return ItemRecord(before=None, after=EntryImage("", target.caller_id, target.description))
+        if self.action == "patch":
+            assert target is not None and now is not None
+            return ItemRecord(before=now, after=EntryImage(now.id, target.caller_id, target.description))
+        return ItemRecord(before=now, after=None)
+
+
+async def restore(
+    client: XapiClient,
+    journal: Journal,
+    operation_id: str | None,
+    ids: Sequence[str] | None,
+    *,
+    overwrite: bool = False,
+    progress: ProgressFn = no_progress,
+) -> RestoreResult:
+    """Make the PBX match the journal's before-images where it still matches what the operation left."""
+    targets = await _targets(journal, operation_id, ids)
+    steps = await _plan(client, targets, overwrite)
+    actions = [s for s in steps if s.action is not None]
+    if not actions:
+        return _result(steps, {}, None, operation_id, "nothing_to_do", [])
+    planned = [s.journal_item() for s in actions]
+    restore_id = await begin(journal, OperationKind.RESTORE, planned, undoes=operation_id)
+    run = _RestoreRun(actions, planned)
+    try:
+        await run.apply(client, progress)
+    except BaseException:
+        await end(journal, restore_id, "interrupted", run.final_items())
+        raise
+    outcome = "partial" if any(item.status in ("failed", "unknown") for item in run.done) else "completed"
+    warnings = await end(journal, restore_id, outcome, run.final_items())
+    return _result(steps, run.results(), restore_id, operation_id, outcome, warnings)
+
+
+async def _targets(journal: Journal, operation_id: str | None, ids: Sequence[str] | None) -> list[ItemRecord]:
+    if operation_id is not None:
+        if await journal.operation(operation_id) is None:
+            raise InvalidArgument(
+                f"No journaled operation with operation_id {operation_id!r} on this PBX; list_operations shows "
+                "them. Nothing was changed."
+            )
+        items = await journal.items(operation_id)
+        if ids is None:
+            return items
+        wanted = set(ids)
+        chosen = [item for item in items if _ids_of(item) & wanted]
+        missing = wanted - {i for item in chosen for i in _ids_of(item)}
+        if missing:
+            raise InvalidArgument(
+                f"Operation {operation_id} did not touch {_named(missing)}; nothing was changed."
+            )
+        return chosen
+    if ids is None:
+        raise InvalidArgument("Give operation_id (from a result or list_operations), ids, or both.")
+    # A restore is undone by its operation_id; by ids, what is put back is the state before the latest
+    # change that was not itself a restore, so restoring by ids twice changes nothing the second time.
+    latest = await journal.latest(ids, kinds=[k for k in OperationKind if k is not OperationKind.RESTORE])
+    missing = [i for i in ids if i not in latest]
+    if missing:
+        raise InvalidArgument(f"The journal has no earlier state of {_named(missing)}; nothing was changed.")
+    unique: dict[tuple[str, EntryImage | None, EntryImage | None], ItemRecord] = {}
+    for entry_id in ids:
+        operation, item = latest[entry_id]
+        unique.setdefault((operation.operation_id, item.before, item.after), item)
+    return list(unique.values())
+
+
+async def _plan(client: XapiClient, targets: Sequence[ItemRecord], overwrite: bool) -> list[_Step]:
+    by_id = await client.find_by_ids({_where(t) for t in targets if _where(t)})
+    caller_ids = {t.before.caller_id for t in targets if t.before} | {
+        t.after.caller_id for t in targets if t.after and not t.after.id
+    }
+    by_caller_id = await client.find_by_caller_ids(caller_ids) if caller_ids else {}
+    steps = []
+    claimed: set[str] = set()  # caller IDs this restore will create, so two items never create one twice
+    for position, item in enumerate(targets):
+        step = _step(item, by_id, by_caller_id, overwrite)
+        if step.action == "create" and step.item.before is not None:
+            if step.item.before.caller_id in claimed:
+                step = replace(step, action=None, status="already_present")
+            claimed.add(step.item.before.caller_id)
+        steps.append(step)
+        if position % 500 == 499:
+            await anyio.lowlevel.checkpoint()  # keep the event loop responsive on large restores
+    return steps
+
+
+def _step(
+    item: ItemRecord, by_id: dict[str, BlacklistRecord], by_caller_id: dict[str, BlacklistRecord], overwrite: bool
+) -> _Step:
+    target, left = item.before, (item.after if item.after_known else None)
+    where = _where(item)
+    now = by_id.get(where) if where else (by_caller_id.get(left.caller_id) if left else None)
+    if target is None:  # the operation created this entry: undoing it removes it
+        if now is None:
+            return _Step(item, None, "already_absent")
+        if left is None or _same(now, left) or overwrite:
+            return _Step(item, "delete", "removed", now)
+        return _Step(item, None, "changed_since", now, _changed(now))
+    if now is None:
+        if item.after is not None and not overwrite:  # updated by the operation, deleted by someone since
+            return _Step(item, None, "changed_since", None, "deleted since; pass overwrite=true to re-create it")
+        twin = by_caller_id.get(target.caller_id)
+        if twin is not None:
+            return _Step(item, None, "already_present", twin)
+        return _Step(item, "create", "recreated")
+    if _same(now, target):
+        return _Step(item, None, "already_restored" if item.after is not None else "already_present", now)
+    if overwrite or not item.after_known or (left is not None and _same(now, left)):
+        return _Step(item, "patch", "rolled_back", now)
+    return _Step(item, None, "changed_since", now, _changed(now))
+
+
+class _RestoreRun:
+    """The actions of one restore, applied in order; knows which one was in flight if cut short."""
+
+    def __init__(self, actions: Sequence[_Step], planned: Sequence[ItemRecord]) -> None:
+        self.actions = list(actions)
+        self.planned = list(planned)
+        self.done: list[ItemRecord] = []
+        self.current_ids: list[str | None] = []
+
+    async def apply(self, client: XapiClient, progress: ProgressFn) -> None:
+        fatal: PbxError | None = None
+        for number, (step, planned) in enumerate(zip(self.actions, self.planned, strict=True)):
+            if fatal is not None:
+                self._record(planned, "failed", None, f"not attempted after an earlier failure: {fatal.message}")
+                continue
+            try:
+                current_id = await _apply(client, step)
+            except PbxError as exc:
+                refused = isinstance(exc, (*REFUSED, NotFound))  # anything else may still have been applied
+                self._record(planned, "failed" if refused else "unknown", None, exc.user_message())
+                fatal = exc if isinstance(exc, FATAL) else None
+                continue
+            self._record(planned, step.status, current_id, None)
+            if (number + 1) % _PROGRESS_EVERY == 0 or number + 1 == len(self.actions):
+                await progress(number + 1, len(self.actions), f"restored {number + 1} of {len(self.actions)} entries")
+
+    def _record(self, planned: ItemRecord, status: str, current_id: str | None, reason: str | None) -> None:
+        after = planned.after
+        if after is not None and current_id is not None:
+            after = EntryImage(current_id, after.caller_id, after.description)
+        self.done.append(ItemRecord(before=planned.before, after=after, status=status, reason=reason))
+        self.current_ids.append(current_id)
+
+    def final_items(self) -> list[ItemRecord]:
+        """Every planned item: done ones as they ended, the one in flight unknown, the rest not attempted."""
+        rest = self.planned[len(self.done) :]
+        in_flight = [replace(item, status="unknown", reason="interrupted while the PBX had the request") for item in rest[:1]]
+        skipped = [replace(item, status="failed", reason="not attempted: the restore was interrupted") for item in rest[1:]]
+        return [*self.done, *in_flight, *skipped]
+
+    def results(self) -> dict[int, tuple[ItemRecord, str | None]]:
+        return {id(step): (item, cid) for step, item, cid in zip(self.actions, self.done, self.current_ids)}
+
+
+async def _apply(client: XapiClient, step: _Step) -> str | None:
+    target = step.item.before
+    if step.action == "create":
+        assert target is not None
+        return (await client.create_blacklist_number(target.caller_id, target.description)).id
+    assert step.current is not None
+    if step.action == "patch":
+        assert target is not None
+        changes = {"CallerId": target.caller_id, "Description": target.description or ""}
+        await client.update_blacklist_number(step.current.id, changes)
+        return step.current.id
+    await client.delete_blacklist_number(step.current.id)
+    return None
+
+
+def _result(
+    steps: Sequence[_Step],
+    applied: dict[int, tuple[ItemRecord, str | None]],
+    restore_id: str | None,
+    undoes: str | None,
+    outcome: str,
+    warnings: list[str],
+) -> RestoreResult:
+    outcomes = []
+    for step in steps:
+        shown = step.item.before or step.item.after
+        assert shown is not None
+        status, current_id, reason = step.status, (step.current.id if step.current else None), step.reason
+        if id(step) in applied:
+            record, new_id = applied[id(step)]
+            status, reason = record.status, record.reason
+            current_id = new_id if step.action != "delete" else None
+        outcomes.append(
+            RestoreOutcome(
+                id=step.item.entry_id,
+                status=status,  # type: ignore[arg-type]
+                caller_id=shown.caller_id,
+                description=shown.description,
+                current_id=current_id,
+                reason=reason,
+            )
+        )
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    listed, omitted = bounded_results(outcomes, important=lambda o: o.status in ("failed", "unknown", "changed_since"))
+    summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(counts.items())) + "."
+    if outcome == "nothing_to_do":
+        summary = "Nothing to restore: " + summary
+    return RestoreResult(
+        operation_id=restore_id,
+        undoes=undoes,
+        outcome=outcome,  # type: ignore[arg-type]
+        summary=summary,
+        counts=counts,
+        results=listed,
+        omitted=omitted,
+        details=operation_uri(restore_id) if restore_id else None,
+        warnings=warnings,
+    )
+
+
+def _where(item: ItemRecord) -> str:
+    """The id under which the entry should be found now ("" when a creation's id is unknown)."""
+    if item.after is not None and item.after_known:
+        return item.after.id
+    return item.before.id if item.before is not None else ""
+
+
+def _ids_of(item: ItemRecord) -> set[str]:
+    return {image.id for image in (item.before, item.after) if image is not None and image.id}
+
+
+def _same(record: BlacklistRecord, image: EntryImage) -> bool:
+    return record.caller_id == image.caller_id and (record.description or None) == (image.description or None)
+
+
+def _image(record: BlacklistRecord) -> EntryImage:
+    return EntryImage(record.id, record.caller_id, record.description or None)
+
+
+def _changed(now: BlacklistRecord) -> str:
+    return (
+        f"changed since (now caller ID {quoted(now.caller_id)}, description {quoted(now.description)}); "
+        "pass overwrite=true to put it back anyway"
+    )
+
+
+def _named(ids: Sequence[str] | set[str]) -> str:
+    shown = sorted(ids)[:_MAX_NAMED_IDS]
+    more = len(ids) - len(shown)
+    return "id " + ", ".join(quoted(i, 40) for i in shown) + (f" and {more} more" if more else "")
