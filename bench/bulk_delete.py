@@ -16,16 +16,18 @@ from mcp import Client
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from threecx_mcp.cli import client_factory  # noqa: E402
-from threecx_mcp.journal import Journal  # noqa: E402
-from threecx_mcp.server import build_server  # noqa: E402
+from threecx_mcp.cli import client_factory
+from threecx_mcp.journal import Journal
+from threecx_mcp.server import build_server
 
-from bench.harness import machine, stack  # noqa: E402
+from bench.harness import machine, stack
 
 
 async def _delete(client: Client, ids: list[str]) -> None:
     result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ids, "confirm": True})
-    assert not result.is_error and (result.structured_content or {}).get("deleted") == len(ids), result.content
+    assert not result.is_error and (result.structured_content or {}).get("deleted") == len(ids), (
+        result.content
+    )
 
 
 async def measure(sizes: list[int], repeats: int) -> list[dict[str, float]]:
@@ -50,7 +52,12 @@ async def measure(sizes: list[int], repeats: int) -> list[dict[str, float]]:
                     seconds.append(time.perf_counter() - started)
                     requests = len(target.sandbox.requests) - before
                 rows.append(
-                    {"ids": size, "seconds": statistics.median(seconds), "requests": requests, "peak_mib": peak / 2**20}
+                    {
+                        "ids": size,
+                        "seconds": statistics.median(seconds),
+                        "requests": requests,
+                        "peak_mib": peak / 2**20,
+                    }
                 )
     return rows
 

@@ -17,7 +17,7 @@ from mcp import Client, StdioServerParameters
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import machine  # noqa: E402
+from bench.harness import machine
 
 REFERENCE = "mcp-server-time"
 
@@ -77,10 +77,14 @@ def main() -> int:
     rows = anyio.run(measure, args.runs)
     print(f"machine: {machine()}; median of {args.runs} starts")
     for name, row in rows.items():
-        print(f"{name:16s} start to tools/list {row['seconds'] * 1000:7.0f} ms, idle peak RSS {row['peak_rss_mib']:6.1f} MiB")
+        print(
+            f"{name:16s} start to tools/list {row['seconds'] * 1000:7.0f} ms, idle peak RSS {row['peak_rss_mib']:6.1f} MiB"
+        )
     ours, ref = rows["threecx-mcp"], rows[REFERENCE]
-    print(f"ratio (threecx-mcp / {REFERENCE}): start {ours['seconds'] / ref['seconds']:.2f}, "
-          f"RSS {ours['peak_rss_mib'] / ref['peak_rss_mib']:.2f}")
+    print(
+        f"ratio (threecx-mcp / {REFERENCE}): start {ours['seconds'] / ref['seconds']:.2f}, "
+        f"RSS {ours['peak_rss_mib'] / ref['peak_rss_mib']:.2f}"
+    )
     return 0
 
 

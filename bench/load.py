@@ -16,9 +16,9 @@ import anyio
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from threecx_mcp.sandbox import SEED_ENTRIES  # noqa: E402
+from threecx_mcp.sandbox import SEED_ENTRIES
 
-from bench.harness import Stack, machine, stack  # noqa: E402
+from bench.harness import Stack, machine, stack
 
 
 @dataclass
@@ -49,7 +49,9 @@ async def run_load(target: Stack, clients: int, calls: int, time_limit: float = 
                 entry_id = str((number + call) % len(SEED_ENTRIES) + 1)
                 if call % 4 == 3:
                     result = await client.call_tool("list_blacklist_numbers", {"search": expected[entry_id]})
-                    ok = any(e["id"] == entry_id for e in (result.structured_content or {}).get("entries", []))
+                    ok = any(
+                        e["id"] == entry_id for e in (result.structured_content or {}).get("entries", [])
+                    )
                 else:
                     result = await client.call_tool("get_blacklist_number", {"id": entry_id})
                     ok = (result.structured_content or {}).get("caller_id") == expected[entry_id]
@@ -62,7 +64,11 @@ async def run_load(target: Stack, clients: int, calls: int, time_limit: float = 
             for number in range(clients):
                 tg.start_soon(session, number)
     return LoadReport(
-        clients * calls, failures, wrong, time.perf_counter() - started, target.sandbox.token_requests - before
+        clients * calls,
+        failures,
+        wrong,
+        time.perf_counter() - started,
+        target.sandbox.token_requests - before,
     )
 
 
@@ -86,7 +92,9 @@ def main() -> int:
     print(f"third round, traced: {traced.line()}; memory grew {grown:+.1f} MiB")
     reports = (warm, timed, traced)
     clean = all(r.failures == r.wrong == 0 for r in reports)
-    return 0 if clean and warm.token_requests == 1 and timed.token_requests == traced.token_requests == 0 else 1
+    return (
+        0 if clean and warm.token_requests == 1 and timed.token_requests == traced.token_requests == 0 else 1
+    )
 
 
 if __name__ == "__main__":

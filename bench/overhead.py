@@ -16,11 +16,11 @@ from mcp import Client, StdioServerParameters
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from threecx_mcp.cli import client_factory  # noqa: E402
-from threecx_mcp.journal import Journal  # noqa: E402
-from threecx_mcp.server import build_server  # noqa: E402
+from threecx_mcp.cli import client_factory
+from threecx_mcp.journal import Journal
+from threecx_mcp.server import build_server
 
-from bench.harness import machine, median_ms, stack  # noqa: E402
+from bench.harness import machine, median_ms, stack
 
 DIRECT_CLIENT = ("bench-direct", "bench-direct-key")  # its own API client, so tokens never collide
 
@@ -42,7 +42,11 @@ async def measure(samples: int) -> dict[str, float]:
     with stack() as target, tempfile.TemporaryDirectory() as tmp:
         target.sandbox.api_clients[DIRECT_CLIENT[0]] = DIRECT_CLIENT[1]
         async with httpx2.AsyncClient(base_url=target.pbx_url) as http:
-            form = {"client_id": DIRECT_CLIENT[0], "client_secret": DIRECT_CLIENT[1], "grant_type": "client_credentials"}
+            form = {
+                "client_id": DIRECT_CLIENT[0],
+                "client_secret": DIRECT_CLIENT[1],
+                "grant_type": "client_credentials",
+            }
             token = (await http.post("/connect/token", data=form)).json()["access_token"]
             headers = {"Authorization": f"Bearer {token}"}
 

@@ -15,13 +15,13 @@ from pydantic import SecretStr
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from threecx_mcp.operations import bulk_delete, entries  # noqa: E402
-from threecx_mcp.client import XapiClient  # noqa: E402
-from threecx_mcp.config import PbxEndpoint  # noqa: E402
-from threecx_mcp.journal import Journal  # noqa: E402
-from threecx_mcp.sandbox import Sandbox  # noqa: E402
+from threecx_mcp.client import XapiClient
+from threecx_mcp.config import PbxEndpoint
+from threecx_mcp.journal import Journal
+from threecx_mcp.operations import bulk_delete, entries
+from threecx_mcp.sandbox import Sandbox
 
-from bench.harness import machine, stack  # noqa: E402
+from bench.harness import machine, stack
 
 PEER = ("peer-sdk", "peer-sdk-key")
 OURS = ("threecx-mcp", "threecx-mcp-key")
@@ -40,7 +40,8 @@ def measure(ids: int, repeats: int) -> dict[str, dict[str, float]]:
 
     sandbox = Sandbox(api_clients=dict([PEER, OURS]))
     results: dict[str, dict[str, list[float]]] = {
-        name: {"update_s": [], "update_requests": [], "delete_s": [], "delete_requests": []} for name in ("peer", "ours")
+        name: {"update_s": [], "update_requests": [], "delete_s": [], "delete_requests": []}
+        for name in ("peer", "ours")
     }
     with stack(sandbox) as target, tempfile.TemporaryDirectory() as tmp:
         peer = ThreeCXClient(base_url=target.pbx_url, client_id=PEER[0], client_secret=PEER[1])

@@ -11,9 +11,9 @@ import anyio
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import bulk_delete, cold_start, overhead, peer  # noqa: E402
-from bench.harness import machine, stack  # noqa: E402
-from bench.load import run_load  # noqa: E402
+from bench import bulk_delete, cold_start, overhead, peer
+from bench.harness import machine, stack
+from bench.load import run_load
 
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
@@ -37,7 +37,9 @@ def main() -> int:
     lines.append(f"| direct httpx2 GET, warm connection | {base:.2f} ms | — | — |")
     for name, goal in (("mcp in-memory", 1), ("mcp stdio", 3), ("mcp streamable HTTP", 3)):
         over = o[f"{name} overhead"]
-        lines.append(f"| {name} | {o[name]:.2f} ms | {over:+.2f} ms ({o[name] / base:.2f}x) | < {goal} ms: {'met' if over < goal else 'NOT met'} |")
+        lines.append(
+            f"| {name} | {o[name]:.2f} ms | {over:+.2f} ms ({o[name] / base:.2f}x) | < {goal} ms: {'met' if over < goal else 'NOT met'} |"
+        )
 
     with stack() as target:
         first = anyio.run(run_load, target, 50, 20)  # a fresh server: no token yet
@@ -54,10 +56,14 @@ def main() -> int:
         "",
         "| round | calls | failed | wrong | token requests | throughput |",
         "| --- | --- | --- | --- | --- | --- |",
-        f"| first (fresh server) | {first.calls} | {first.failures} | {first.wrong} | {first.token_requests} "
-        f"| {first.calls / first.seconds:.0f} calls/s |",
-        f"| second | {report.calls} | {report.failures} | {report.wrong} | {report.token_requests} "
-        f"| {report.calls / report.seconds:.0f} calls/s |",
+        (
+            f"| first (fresh server) | {first.calls} | {first.failures} | {first.wrong} | {first.token_requests} "
+            f"| {first.calls / first.seconds:.0f} calls/s |"
+        ),
+        (
+            f"| second | {report.calls} | {report.failures} | {report.wrong} | {report.token_requests} "
+            f"| {report.calls / report.seconds:.0f} calls/s |"
+        ),
         "",
         f"Memory grew {grown:+.1f} MiB (tracemalloc) over a third round of 1,000 calls.",
     ]
@@ -76,8 +82,10 @@ def main() -> int:
             f"| {row['ids']:,} | {row['seconds'] * 1000:.0f} ms | {growth} | {row['requests']} | {row['peak_mib']:.1f} MiB |"
         )
     big = rows[-1]
-    lines.append(f"\nGoal: 10,000 ids in under 2 s: {'met' if big['seconds'] < 2 else 'NOT met'} ({big['seconds']:.2f} s). "
-                 "Requests: one lookup before and one after (paged, 500 a page), plus one delete per 500 ids.")
+    lines.append(
+        f"\nGoal: 10,000 ids in under 2 s: {'met' if big['seconds'] < 2 else 'NOT met'} ({big['seconds']:.2f} s). "
+        "Requests: one lookup before and one after (paged, 500 a page), plus one delete per 500 ids."
+    )
 
     starts = anyio.run(cold_start.measure, 5)
     ours, ref = starts["threecx-mcp"], starts[cold_start.REFERENCE]
@@ -91,8 +99,12 @@ def main() -> int:
         "| --- | --- | --- | --- |",
     ]
     for name, row in starts.items():
-        lines.append(f"| {name} | {row['seconds'] * 1000:.0f} ms | {row['peak_rss_mib']:.1f} MiB | {row['tools']:.0f} |")
-    lines.append(f"| ratio | {ours['seconds'] / ref['seconds']:.2f}x | {ours['peak_rss_mib'] / ref['peak_rss_mib']:.2f}x | |")
+        lines.append(
+            f"| {name} | {row['seconds'] * 1000:.0f} ms | {row['peak_rss_mib']:.1f} MiB | {row['tools']:.0f} |"
+        )
+    lines.append(
+        f"| ratio | {ours['seconds'] / ref['seconds']:.2f}x | {ours['peak_rss_mib'] / ref['peak_rss_mib']:.2f}x | |"
+    )
 
     p = peer.measure(100, 5)
     ours_p, peer_p = p["ours"], p["peer"]
@@ -102,12 +114,16 @@ def main() -> int:
         "",
         "| operation | peer | threecx-mcp | time ratio | request ratio |",
         "| --- | --- | --- | --- | --- |",
-        f"| update | {peer_p['update_s'] * 1000:.1f} ms, {peer_p['update_requests']:.0f} request | "
-        f"{ours_p['update_s'] * 1000:.1f} ms, {ours_p['update_requests']:.0f} requests | "
-        f"{ours_p['update_s'] / peer_p['update_s']:.1f}x | {ours_p['update_requests'] / peer_p['update_requests']:.0f}x |",
-        f"| bulk delete | {peer_p['delete_s'] * 1000:.1f} ms, {peer_p['delete_requests']:.0f} request | "
-        f"{ours_p['delete_s'] * 1000:.1f} ms, {ours_p['delete_requests']:.0f} requests | "
-        f"{ours_p['delete_s'] / peer_p['delete_s']:.1f}x | {ours_p['delete_requests'] / peer_p['delete_requests']:.0f}x |",
+        (
+            f"| update | {peer_p['update_s'] * 1000:.1f} ms, {peer_p['update_requests']:.0f} request | "
+            f"{ours_p['update_s'] * 1000:.1f} ms, {ours_p['update_requests']:.0f} requests | "
+            f"{ours_p['update_s'] / peer_p['update_s']:.1f}x | {ours_p['update_requests'] / peer_p['update_requests']:.0f}x |"
+        ),
+        (
+            f"| bulk delete | {peer_p['delete_s'] * 1000:.1f} ms, {peer_p['delete_requests']:.0f} request | "
+            f"{ours_p['delete_s'] * 1000:.1f} ms, {ours_p['delete_requests']:.0f} requests | "
+            f"{ours_p['delete_s'] / peer_p['delete_s']:.1f}x | {ours_p['delete_requests'] / peer_p['delete_requests']:.0f}x |"
+        ),
         "",
         "The peer sends the bare request. threecx-mcp also reads the entry first (the before-image, and a",
         "clear error for an unknown id), fsyncs it to the safety journal, and reads back after the write",

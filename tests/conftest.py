@@ -112,6 +112,8 @@ def no_secret_is_ever_logged(
         for r in sandbox_server[0].requests
         if r.headers.get("authorization", "").startswith("Bearer ")
     }
-    logged = "\n".join(record.getMessage() for record in caplog.get_records("call") + caplog.get_records("setup"))
+    logged = "\n".join(
+        record.getMessage() for record in caplog.get_records("call") + caplog.get_records("setup")
+    )
     for secret in {SANDBOX_CLIENT_SECRET, AUTH_TOKEN, *tokens}:
         assert secret not in logged, "a secret reached the logs"

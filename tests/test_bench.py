@@ -46,12 +46,22 @@ def test_peer_library_does_the_same_work() -> None:
 
 
 @pytest.mark.parametrize(
-    "script", [["overhead.py", "--samples", "2"], ["load.py", "--clients", "2", "--calls", "2"],
-               ["bulk_delete.py", "--sizes", "5", "--repeats", "1"], ["cold_start.py", "--runs", "1"],
-               ["peer.py", "--ids", "5", "--repeats", "1"]],
+    "script",
+    [
+        ["overhead.py", "--samples", "2"],
+        ["load.py", "--clients", "2", "--calls", "2"],
+        ["bulk_delete.py", "--sizes", "5", "--repeats", "1"],
+        ["cold_start.py", "--runs", "1"],
+        ["peer.py", "--ids", "5", "--repeats", "1"],
+    ],
 )
 def test_each_script_runs_from_the_command_line(script: list[str]) -> None:
-    done = subprocess.run([sys.executable, str(REPO / "bench" / script[0]), *script[1:]], capture_output=True,
-                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script[0]), *script[1:]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "machine:" in done.stdout

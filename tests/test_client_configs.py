@@ -48,7 +48,10 @@ def load(relative: str) -> Any:
 
 
 def entries() -> list[Entry]:
-    found = [Entry("claude-desktop", n, s) for n, s in load("claude-desktop/claude_desktop_config.json")["mcpServers"].items()]
+    found = [
+        Entry("claude-desktop", n, s)
+        for n, s in load("claude-desktop/claude_desktop_config.json")["mcpServers"].items()
+    ]
     found += [Entry("claude-code", n, s) for n, s in load("claude-code/.mcp.json")["mcpServers"].items()]
     found += [Entry("cursor", n, s) for n, s in load("cursor/.cursor/mcp.json")["mcpServers"].items()]
     found += [Entry("vscode", n, s) for n, s in load("vscode/.vscode/mcp.json")["servers"].items()]
@@ -57,7 +60,10 @@ def entries() -> list[Entry]:
     found += [Entry("cline", n, s) for n, s in load("cline/cline_mcp_settings.json")["mcpServers"].items()]
     found += [Entry("codex", n, s) for n, s in load("codex/config.toml")["mcp_servers"].items()]
     found += [Entry("gemini-cli", n, s) for n, s in load("gemini-cli/settings.json")["mcpServers"].items()]
-    found += [Entry("continue", s["name"], s) for s in load("continue/.continue/mcpServers/threecx.yaml")["mcpServers"]]
+    found += [
+        Entry("continue", s["name"], s)
+        for s in load("continue/.continue/mcpServers/threecx.yaml")["mcpServers"]
+    ]
     return found
 
 
@@ -83,12 +89,22 @@ def test_files_match_their_clients_documented_shapes() -> None:
     assert used <= ids
     continue_file = load("continue/.continue/mcpServers/threecx.yaml")
     assert {"name", "version", "schema"} <= set(continue_file) and continue_file["schema"] == "v1"
-    http_keys = {"claude-code": "url", "cursor": "url", "vscode": "url", "windsurf": "serverUrl", "cline": "url",
-                 "codex": "url", "gemini-cli": "httpUrl", "continue": "url"}
+    http_keys = {
+        "claude-code": "url",
+        "cursor": "url",
+        "vscode": "url",
+        "windsurf": "serverUrl",
+        "cline": "url",
+        "codex": "url",
+        "gemini-cli": "httpUrl",
+        "continue": "url",
+    }
     for entry in HTTP:
         assert entry.spec[http_keys[entry.client]] == "http://127.0.0.1:8000/mcp", entry
     assert next(e for e in HTTP if e.client == "cline").spec["type"] == "streamableHttp"
-    assert next(e for e in HTTP if e.client == "codex").spec["bearer_token_env_var"] == "THREECX_MCP_AUTH_TOKEN"
+    assert (
+        next(e for e in HTTP if e.client == "codex").spec["bearer_token_env_var"] == "THREECX_MCP_AUTH_TOKEN"
+    )
     assert all(e.spec["source"] == "custom" for e in entries() if e.client == "zed")
     assert all(e.spec["type"] in ("stdio", "streamable-http") for e in entries() if e.client == "continue")
 
@@ -151,15 +167,27 @@ def inspector() -> Iterator[str]:
     binary = prefix / "node_modules" / ".bin" / "mcp-inspector"
     if not binary.exists():
         subprocess.run(
-            [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error",
-             f"@modelcontextprotocol/inspector@{INSPECTOR_VERSION}"],
-            check=True, timeout=600, stdin=subprocess.DEVNULL,
+            [
+                npm,
+                "install",
+                "--prefix",
+                str(prefix),
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                f"@modelcontextprotocol/inspector@{INSPECTOR_VERSION}",
+            ],
+            check=True,
+            timeout=600,
+            stdin=subprocess.DEVNULL,
         )
     yield str(binary)
 
 
 def inspect(binary: str, *args: str) -> dict[str, Any]:
-    done = subprocess.run([binary, "--cli", *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [binary, "--cli", *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout)
 
@@ -169,13 +197,34 @@ def test_inspector_over_stdio(inspector: str, sandbox: Sandbox, sandbox_url: str
     target = ["--transport", "stdio", *env, console_script()]
     tools = inspect(inspector, *target, "--method", "tools/list")
     assert {t["name"] for t in tools["tools"]} >= {"update_blacklist_number", "bulk_delete_blacklist_numbers"}
-    updated = inspect(inspector, *target, "--method", "tools/call", "--tool-name", "update_blacklist_number",
-                      "--tool-arg", "id=1", "description=set by the Inspector")
+    updated = inspect(
+        inspector,
+        *target,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "update_blacklist_number",
+        "--tool-arg",
+        "id=1",
+        "description=set by the Inspector",
+    )
     assert updated["structuredContent"]["changed_fields"] == ["description"]
     assert sandbox.entries["1"]["Description"] == "set by the Inspector"
-    deleted = inspect(inspector, *target, "--method", "tools/call", "--tool-name", "bulk_delete_blacklist_numbers",
-                      "--tool-arg", 'ids=["1", "2", "nope"]')
-    assert [r["status"] for r in deleted["structuredContent"]["results"]] == ["deleted", "deleted", "not_found"]
+    deleted = inspect(
+        inspector,
+        *target,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "bulk_delete_blacklist_numbers",
+        "--tool-arg",
+        'ids=["1", "2", "nope"]',
+    )
+    assert [r["status"] for r in deleted["structuredContent"]["results"]] == [
+        "deleted",
+        "deleted",
+        "not_found",
+    ]
     assert "1" not in sandbox.entries
 
 
@@ -183,11 +232,28 @@ def test_inspector_over_http(inspector: str, sandbox: Sandbox, http_server: str)
     target = [f"{http_server}/mcp", "--transport", "http", "--header", f"Authorization: Bearer {AUTH_TOKEN}"]
     tools = inspect(inspector, *target, "--method", "tools/list")
     assert len(tools["tools"]) == 7
-    updated = inspect(inspector, *target, "--method", "tools/call", "--tool-name", "update_blacklist_number",
-                      "--tool-arg", "id=3", "caller_id=+49 30 1234 5678")
+    updated = inspect(
+        inspector,
+        *target,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "update_blacklist_number",
+        "--tool-arg",
+        "id=3",
+        "caller_id=+49 30 1234 5678",
+    )
     assert updated["structuredContent"]["entry"]["caller_id"] == "+493012345678"
-    deleted = inspect(inspector, *target, "--method", "tools/call", "--tool-name", "bulk_delete_blacklist_numbers",
-                      "--tool-arg", 'ids=["3"]')
+    deleted = inspect(
+        inspector,
+        *target,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "bulk_delete_blacklist_numbers",
+        "--tool-arg",
+        'ids=["3"]',
+    )
     assert deleted["structuredContent"]["deleted"] == 1 and "3" not in sandbox.entries
 
 
@@ -195,11 +261,17 @@ def test_claude_mcp_add_command_line() -> None:
     import shlex
 
     script = (CONFIGS / "claude-code" / "claude-mcp-add.sh").read_text()
-    words = shlex.split(" ".join(line.rstrip("\\") for line in script.splitlines() if not line.startswith("#")))
+    words = shlex.split(
+        " ".join(line.rstrip("\\") for line in script.splitlines() if not line.startswith("#"))
+    )
     assert words[:4] == ["claude", "mcp", "add", "threecx"]
     separator = words.index("--")
     env = [words[i + 1] for i, word in enumerate(words[:separator]) if word == "-e"]
     assert all(REFERENCE.search(pair.split("=", 1)[1]) for pair in env)
-    assert {pair.split("=", 1)[0] for pair in env} == {"THREECX_URL", "THREECX_CLIENT_ID", "THREECX_CLIENT_SECRET"}
+    assert {pair.split("=", 1)[0] for pair in env} == {
+        "THREECX_URL",
+        "THREECX_CLIENT_ID",
+        "THREECX_CLIENT_SECRET",
+    }
     assert words[separator + 1] == "threecx-mcp"
     assert parse_args(words[separator + 2 :]).transport == "stdio"

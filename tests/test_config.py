@@ -52,7 +52,15 @@ def test_garbage_urls_are_rejected_with_a_clear_message(garbage: str, words: str
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    for name in ("URL", "CLIENT_ID", "CLIENT_SECRET", "CLIENT_SECRET_FILE", "VERIFY_TLS", "CA_BUNDLE", "TIMEOUT"):
+    for name in (
+        "URL",
+        "CLIENT_ID",
+        "CLIENT_SECRET",
+        "CLIENT_SECRET_FILE",
+        "VERIFY_TLS",
+        "CA_BUNDLE",
+        "TIMEOUT",
+    ):
         monkeypatch.delenv(f"THREECX_{name}", raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
     return monkeypatch
@@ -93,10 +101,18 @@ def test_secret_can_come_from_a_file(clean_env: pytest.MonkeyPatch, tmp_path: Pa
         ({"THREECX_URL": "pbx"}, "THREECX_CLIENT_ID is not set"),
         ({"THREECX_URL": "pbx", "THREECX_CLIENT_ID": "x"}, "THREECX_CLIENT_SECRET is not set"),
         (
-            {"THREECX_URL": "pbx", "THREECX_CLIENT_ID": "x", "THREECX_CLIENT_SECRET": "s", "THREECX_CLIENT_SECRET_FILE": "f"},
+            {
+                "THREECX_URL": "pbx",
+                "THREECX_CLIENT_ID": "x",
+                "THREECX_CLIENT_SECRET": "s",
+                "THREECX_CLIENT_SECRET_FILE": "f",
+            },
             "keep only one",
         ),
-        ({"THREECX_URL": "pbx", "THREECX_CLIENT_ID": "x", "THREECX_CLIENT_SECRET_FILE": "/nonexistent"}, "cannot be read"),
+        (
+            {"THREECX_URL": "pbx", "THREECX_CLIENT_ID": "x", "THREECX_CLIENT_SECRET_FILE": "/nonexistent"},
+            "cannot be read",
+        ),
     ],
 )
 def test_missing_or_contradictory_settings_name_the_variable(

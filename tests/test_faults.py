@@ -71,7 +71,12 @@ PATCH_CASES = [
 
 @pytest.mark.parametrize(("fault", "patches", "words"), PATCH_CASES, ids=lambda v: str(v)[:60])
 async def test_update_under_faults(
-    make_server: Callable[..., BlacklistServer], journal: Journal, sandbox: Sandbox, fault: Fault, patches: int, words: str | None
+    make_server: Callable[..., BlacklistServer],
+    journal: Journal,
+    sandbox: Sandbox,
+    fault: Fault,
+    patches: int,
+    words: str | None,
 ) -> None:
     sandbox.inject(fault)
     async with Client(make_server()) as client:
@@ -83,7 +88,9 @@ async def test_update_under_faults(
             assert sandbox.entries["1"]["Description"] == "Robocaller: energy switching offers"
     assert sandbox.count("PATCH") == patches
     (operation,) = await journal.recent()
-    assert statuses(await journal.items(operation.operation_id))["1"] == ("updated" if words is None else "failed" if fault.status in (401, 403) else "unknown")
+    assert statuses(await journal.items(operation.operation_id))["1"] == (
+        "updated" if words is None else "failed" if fault.status in (401, 403) else "unknown"
+    )
 
 
 @pytest.mark.parametrize("body", ["truncated", "html", "text", "empty"])
@@ -111,8 +118,11 @@ async def test_token_expiry_and_a_foreign_mint_mid_session(
 
 async def test_read_timeout_then_success(sandbox: Sandbox, sandbox_url: str, journal: Journal) -> None:
     sandbox.inject(Fault(path=BULK, delay=1.0, passthrough=True))  # slow, and it still applies
-    factory = lambda: XapiClient(  # noqa: E731
-        PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr(SANDBOX_CLIENT_SECRET), timeout=0.3,
+    factory = lambda: XapiClient(
+        PbxEndpoint.parse(sandbox_url),
+        SANDBOX_CLIENT_ID,
+        SecretStr(SANDBOX_CLIENT_SECRET),
+        timeout=0.3,
         retry=RetryPolicy(attempts=3, base_delay=0.01),
     )
     async with Client(build_server(factory, journal)) as client:
@@ -125,15 +135,19 @@ async def test_connection_reset_mid_bulk_delete(sandbox: Sandbox, sandbox_server
     proxy = ResettingProxy(sandbox_server[1].port, marker=b"Pbx.BulkNumbersDelete")
     async with anyio.create_task_group() as tg:
         await tg.start(proxy.serve)
-        factory = lambda: XapiClient(  # noqa: E731
-            PbxEndpoint.parse(f"http://127.0.0.1:{proxy.port}"), SANDBOX_CLIENT_ID, SecretStr(SANDBOX_CLIENT_SECRET),
+        factory = lambda: XapiClient(
+            PbxEndpoint.parse(f"http://127.0.0.1:{proxy.port}"),
+            SANDBOX_CLIENT_ID,
+            SecretStr(SANDBOX_CLIENT_SECRET),
             retry=FAST_RETRY,
         )
         async with Client(build_server(factory, journal)) as client:
             result = await call(client, "bulk_delete_blacklist_numbers", ids=["1", "2"])
         tg.cancel_scope.cancel()
     assert proxy.resets == 1
-    assert result["outcome"] == "completed" and sandbox.count("POST", BULK) == 1  # the reset one never arrived
+    assert (
+        result["outcome"] == "completed" and sandbox.count("POST", BULK) == 1
+    )  # the reset one never arrived
     await assert_journal_matches_the_pbx(journal, sandbox)
 
 
@@ -141,8 +155,11 @@ async def test_a_delete_that_times_out_but_still_applies_is_reported_unknown(
     sandbox: Sandbox, sandbox_url: str, journal: Journal
 ) -> None:
     sandbox.inject(Fault(path=BULK, delay=1.0, passthrough=True, times=10))  # every attempt is slow
-    factory = lambda: XapiClient(  # noqa: E731
-        PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr(SANDBOX_CLIENT_SECRET), timeout=0.3,
+    factory = lambda: XapiClient(
+        PbxEndpoint.parse(sandbox_url),
+        SANDBOX_CLIENT_ID,
+        SecretStr(SANDBOX_CLIENT_SECRET),
+        timeout=0.3,
         retry=RetryPolicy(attempts=2, base_delay=0.01),
     )
     async with Client(build_server(factory, journal)) as client:

@@ -18,7 +18,9 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=8,
 )
-HOSTILE_TEXT = st.sampled_from(["') or true or ('", "/", "%2F", "$filter=Id ne ''", "\x00", "Zoë ☎", "x" * 100_000, "'", "*"])
+HOSTILE_TEXT = st.sampled_from(
+    ["') or true or ('", "/", "%2F", "$filter=Id ne ''", "\x00", "Zoë ☎", "x" * 100_000, "'", "*"]
+)
 ARGUMENT = JSON | HOSTILE_TEXT
 TOOLS = {
     "list_blacklist_numbers": ["search", "limit", "cursor"],
@@ -43,6 +45,7 @@ def test_random_arguments_get_a_result_or_a_clear_error(
     def check(arguments: dict[str, Any]) -> None:
         if tool == "bulk_delete_blacklist_numbers":
             arguments["dry_run"] = True  # explore validation, never wipe the sandbox between examples
+
         async def run() -> None:
             async with Client(server) as client:
                 result = await client.call_tool(tool, arguments)

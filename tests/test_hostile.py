@@ -11,23 +11,35 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
-from threecx_mcp.models import normalize_caller_id
-from threecx_mcp.operations import entries
 from threecx_mcp.client import XapiClient
 from threecx_mcp.errors import NotFound
+from threecx_mcp.models import normalize_caller_id
+from threecx_mcp.operations import entries
 from threecx_mcp.sandbox import SEED_ENTRIES, Sandbox
 from threecx_mcp.server import BlacklistServer
 
 from .test_tools import call, fail
 
-HOSTILE = ["') or true or ('", "/", "%2F", "$filter=Id ne ''", "Zoë ☎ 电话", "a'b/c #d?e%f", "*", "x" * 100_000, "\x00"]
+HOSTILE = [
+    "') or true or ('",
+    "/",
+    "%2F",
+    "$filter=Id ne ''",
+    "Zoë ☎ 电话",
+    "a'b/c #d?e%f",
+    "*",
+    "x" * 100_000,
+    "\x00",
+]
 ODATA_TEXT = st.text(alphabet=st.sampled_from("'()/%$?#&=+ ,*eoraAnd\u00eb\u260e19"), min_size=1, max_size=40)
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @FUZZ
 @given(key=st.text(min_size=1, max_size=80) | ODATA_TEXT)
-def test_any_key_addresses_exactly_its_entry(client_factory: Callable[[], XapiClient], sandbox: Sandbox, key: str) -> None:
+def test_any_key_addresses_exactly_its_entry(
+    client_factory: Callable[[], XapiClient], sandbox: Sandbox, key: str
+) -> None:
     async def run() -> None:
         async with client_factory() as xapi:
             if key in sandbox.entries:
@@ -48,7 +60,9 @@ def test_any_key_addresses_exactly_its_entry(client_factory: Callable[[], XapiCl
 
 @FUZZ
 @given(text=ODATA_TEXT)
-def test_any_search_matches_exactly_what_contains_it(client_factory: Callable[[], XapiClient], sandbox: Sandbox, text: str) -> None:
+def test_any_search_matches_exactly_what_contains_it(
+    client_factory: Callable[[], XapiClient], sandbox: Sandbox, text: str
+) -> None:
     async def run() -> None:
         async with client_factory() as xapi:
             page = await entries.list_entries(xapi, text, 500, None)
@@ -66,7 +80,9 @@ def test_any_search_matches_exactly_what_contains_it(client_factory: Callable[[]
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("value", HOSTILE)
-async def test_hostile_values_through_every_tool(make_server: Callable[..., BlacklistServer], sandbox: Sandbox, value: str) -> None:
+async def test_hostile_values_through_every_tool(
+    make_server: Callable[..., BlacklistServer], sandbox: Sandbox, value: str
+) -> None:
     seeded = {k: dict(v) for k, v in sandbox.entries.items()}
     attempts: list[tuple[str, dict[str, Any]]] = [
         ("get_blacklist_number", {"id": value}),

@@ -37,7 +37,9 @@ async def mcp(make_server: Callable[..., BlacklistServer]) -> AsyncIterator[Clie
         yield client
 
 
-def on_request(sandbox: Sandbox, method: str, path: str, action: Callable[[RecordedRequest], None], times: int = 1) -> None:
+def on_request(
+    sandbox: Sandbox, method: str, path: str, action: Callable[[RecordedRequest], None], times: int = 1
+) -> None:
     """Run `action` inside the PBX when the next `times` matching requests arrive (before they are answered)."""
     left = [times]
 
@@ -52,7 +54,9 @@ def on_request(sandbox: Sandbox, method: str, path: str, action: Callable[[Recor
 # -- the begin record comes first --------------------------------------------------------------
 
 
-async def test_changes_are_journaled_before_they_reach_the_pbx(mcp: Client, journal: Journal, sandbox: Sandbox) -> None:
+async def test_changes_are_journaled_before_they_reach_the_pbx(
+    mcp: Client, journal: Journal, sandbox: Sandbox
+) -> None:
     seen_by_the_pbx: list[list[tuple[str, str]]] = []
 
     def journal_rows(_: RecordedRequest) -> None:
@@ -66,21 +70,32 @@ async def test_changes_are_journaled_before_they_reach_the_pbx(mcp: Client, jour
     assert seen_by_the_pbx[0] == [(updated["operation_id"], "update")]
     assert (deleted["operation_id"], "delete") in seen_by_the_pbx[1]
     update_items = await journal.items(updated["operation_id"])
-    assert [(i.before.caller_id, i.before.description, i.after.description, i.status) for i in update_items] == [  # type: ignore[union-attr]
+    assert [
+        (i.before.caller_id, i.before.description, i.after.description, i.status) for i in update_items
+    ] == [  # type: ignore[union-attr]
         (SEED_ENTRIES[0][0], SEED_ENTRIES[0][1], "changed", "updated")
     ]
     assert statuses(await journal.items(deleted["operation_id"])) == {"2": "deleted", "3": "deleted"}
     operation = await journal.operation(deleted["operation_id"])
-    assert operation is not None and operation.kind is OperationKind.DELETE and operation.outcome == "completed"
+    assert (
+        operation is not None and operation.kind is OperationKind.DELETE and operation.outcome == "completed"
+    )
     assert operation.pbx == journal.pbx
 
 
 @pytest.mark.parametrize(
     ("tool", "arguments"),
-    [("update_blacklist_number", {"id": "1", "description": "x"}), ("bulk_delete_blacklist_numbers", {"ids": ["1", "2"]})],
+    [
+        ("update_blacklist_number", {"id": "1", "description": "x"}),
+        ("bulk_delete_blacklist_numbers", {"ids": ["1", "2"]}),
+    ],
 )
 async def test_an_unwritable_journal_stops_the_operation(
-    client_factory: Callable[[], XapiClient], sandbox: Sandbox, tmp_path: Path, tool: str, arguments: dict[str, Any]
+    client_factory: Callable[[], XapiClient],
+    sandbox: Sandbox,
+    tmp_path: Path,
+    tool: str,
+    arguments: dict[str, Any],
 ) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
@@ -112,7 +127,10 @@ async def test_a_failed_end_record_still_reports_what_was_deleted(
         result = await call(client, "bulk_delete_blacklist_numbers", ids=ids)
         assert result["deleted"] == 34 and result["operation_id"]
         assert "nothing was changed" not in json.dumps(result).lower()
-        assert any("could not record" in w and "restore_blacklist_numbers still undoes it" in w for w in result["warnings"])
+        assert any(
+            "could not record" in w and "restore_blacklist_numbers still undoes it" in w
+            for w in result["warnings"]
+        )
         restored = await call(client, "restore_blacklist_numbers", operation_id=result["operation_id"])
     assert restored["counts"] == {"recreated": 34}  # the before-images were durable, so undo works
     assert sorted(e["CallerId"] for e in sandbox.entries.values() if e["CallerId"].startswith("+1321")) == [
@@ -127,7 +145,9 @@ def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
     mount.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode(errors='replace').strip()}); the injected test covers it")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({done.stderr.decode(errors='replace').strip()}); the injected test covers it"
+        )
     try:
         yield mount
     finally:
@@ -159,8 +179,15 @@ async def test_a_disk_that_fills_during_a_delete_gives_a_truthful_result(
     assert not set(ids) & set(sandbox.entries)
 
 
-async def test_an_update_whose_read_back_fails_is_reported_applied(mcp: Client, sandbox: Sandbox, journal: Journal) -> None:
-    on_request(sandbox, "PATCH", "/xapi/v1/BlackListNumbers('1')", lambda _: sandbox.inject(Fault(status=503, method="GET", times=20)))
+async def test_an_update_whose_read_back_fails_is_reported_applied(
+    mcp: Client, sandbox: Sandbox, journal: Journal
+) -> None:
+    on_request(
+        sandbox,
+        "PATCH",
+        "/xapi/v1/BlackListNumbers('1')",
+        lambda _: sandbox.inject(Fault(status=503, method="GET", times=20)),
+    )
     result = await call(mcp, "update_blacklist_number", id="1", description="applied")
     assert result["operation_id"] and result["read_back"] is False
     assert result["entry"]["description"] == "applied" and result["changed_fields"] == ["description"]
@@ -178,7 +205,9 @@ async def test_a_concurrent_deleter_during_verification_changes_nothing_reported
     ids = [sandbox.add(f"+1323{i:07d}")["Id"] for i in range(60)]
     others = [sandbox.add(f"+1324{i:07d}")["Id"] for i in range(60)]
     sandbox.inject(Fault(status=500, path=BULK, times=1))  # the first chunk fails: those ids stay
-    sandbox.hooks.append(lambda r: [sandbox.entries.pop(i, None) for i in others[:30]] if r.method == "GET" else None)
+    sandbox.hooks.append(
+        lambda r: [sandbox.entries.pop(i, None) for i in others[:30]] if r.method == "GET" else None
+    )
     result = await call(mcp, "bulk_delete_blacklist_numbers", ids=[*ids, *others[30:]])
     reported = {r["id"]: r["status"] for r in result["results"]}
     for entry_id, status in reported.items():
@@ -248,7 +277,9 @@ async def test_restore_recreates_deleted_entries_once(mcp: Client, sandbox: Sand
     first = await call(mcp, "restore_blacklist_numbers", operation_id=deleted["operation_id"])
     again = await call(mcp, "restore_blacklist_numbers", operation_id=deleted["operation_id"])
     assert [r["status"] for r in first["results"]] == ["recreated"] * 3
-    assert [r["status"] for r in again["results"]] == ["already_present"] * 3 and again["operation_id"] is None
+    assert [r["status"] for r in again["results"]] == ["already_present"] * 3 and again[
+        "operation_id"
+    ] is None
     assert {e["CallerId"]: e["Description"] for e in sandbox.entries.values()} == dict(SEED_ENTRIES)
     assert first["results"][0]["current_id"] != "1"  # the PBX gave it a new id, and we say which
 
@@ -300,10 +331,14 @@ async def test_list_operations_finds_what_to_undo(mcp: Client, sandbox: Sandbox)
         (undo["operation_id"], "restore"),
         (deleted["operation_id"], "delete"),
     ]
-    assert page["operations"][0]["undoes"] == deleted["operation_id"] and page["operations"][0]["counts"] == {"recreated": 2}
+    assert page["operations"][0]["undoes"] == deleted["operation_id"] and page["operations"][0]["counts"] == {
+        "recreated": 2
+    }
     assert page["operations"][1]["counts"] == {"deleted": 2} and page["operations"][1]["restorable"]
     older = await call(mcp, "list_operations", limit=2, cursor=page["next_cursor"])
-    assert [o["operation_id"] for o in older["operations"]] == [update["operation_id"]] and older["next_cursor"] is None
+    assert [o["operation_id"] for o in older["operations"]] == [update["operation_id"]] and older[
+        "next_cursor"
+    ] is None
 
 
 async def test_the_operation_resource_holds_every_id(mcp: Client, sandbox: Sandbox) -> None:
@@ -324,8 +359,12 @@ async def test_the_operation_resource_holds_every_id(mcp: Client, sandbox: Sandb
 
 async def test_restore_rejections(mcp: Client) -> None:
     assert "Give operation_id" in await fail(mcp, "restore_blacklist_numbers")
-    assert "No journaled operation with operation_id 'nope'" in await fail(mcp, "restore_blacklist_numbers", operation_id="nope")
-    assert "The journal has no earlier state of id \"1\"" in await fail(mcp, "restore_blacklist_numbers", ids=["1"])
+    assert "No journaled operation with operation_id 'nope'" in await fail(
+        mcp, "restore_blacklist_numbers", operation_id="nope"
+    )
+    assert 'The journal has no earlier state of id "1"' in await fail(
+        mcp, "restore_blacklist_numbers", ids=["1"]
+    )
 
 
 async def test_another_pbx_operations_are_invisible(
@@ -336,14 +375,18 @@ async def test_another_pbx_operations_are_invisible(
         theirs = await call(client, "bulk_delete_blacklist_numbers", ids=["1"])
     async with Client(build_server(client_factory, journal)) as client:
         assert (await call(client, "list_operations"))["operations"] == []
-        assert "No journaled operation" in await fail(client, "restore_blacklist_numbers", operation_id=theirs["operation_id"])
+        assert "No journaled operation" in await fail(
+            client, "restore_blacklist_numbers", operation_id=theirs["operation_id"]
+        )
         assert "no earlier state" in await fail(client, "restore_blacklist_numbers", ids=["1"])
 
 
 # -- interrupted bulk deletes ---------------------------------------------------------------------
 
 
-async def test_a_bulk_delete_cut_off_by_a_pbx_failure_is_accounted_for(mcp: Client, journal: Journal, sandbox: Sandbox) -> None:
+async def test_a_bulk_delete_cut_off_by_a_pbx_failure_is_accounted_for(
+    mcp: Client, journal: Journal, sandbox: Sandbox
+) -> None:
     ids = [sandbox.add(f"+1777{i:07d}")["Id"] for i in range(1_200)]
     sandbox.inject(Fault(status=403, path=BULK, times=1))  # fatal: the later chunks are not attempted
     result = await call(mcp, "bulk_delete_blacklist_numbers", ids=ids)

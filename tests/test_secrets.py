@@ -39,7 +39,12 @@ async def test_no_secret_in_logs_or_tool_output(
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
     async with Client(make_server()) as client:
-        for fault in (None, Fault(status=401, times=3), Fault(status=503, body="html", times=9), Fault(status=403)):
+        for fault in (
+            None,
+            Fault(status=401, times=3),
+            Fault(status=503, body="html", times=9),
+            Fault(status=403),
+        ):
             if fault:
                 sandbox.inject(fault)
             for tool, args in (
@@ -50,7 +55,9 @@ async def test_no_secret_in_logs_or_tool_output(
                 result = await client.call_tool(tool, args)
                 seen += [c.text for c in result.content]  # type: ignore[union-attr]
                 seen.append(str(result.structured_content))
-    wrong = XapiClient(PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr("wrong-api-key"), retry=FAST_RETRY)
+    wrong = XapiClient(
+        PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr("wrong-api-key"), retry=FAST_RETRY
+    )
     async with Client(build_server(lambda: wrong, journal)) as client:
         result = await client.call_tool("get_blacklist_number", {"id": "1"})
         seen += [c.text for c in result.content]  # type: ignore[union-attr]
@@ -67,13 +74,15 @@ async def test_no_secret_in_logs_or_tool_output(
 async def test_no_secret_on_the_stdio_servers_stderr(sandbox: Sandbox, sandbox_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     env = pbx_env(sandbox_url)
     sandbox.inject(Fault(status=401, times=5))
-    with open(tmp_path / "stderr.txt", "w+") as errlog:
+    with open(tmp_path / "stderr.txt", "w+") as errlog:  # noqa: ASYNC230 - a file handle for the child's stderr
         transport = stdio_client(StdioServerParameters(command=console_script(), env=env), errlog=errlog)
         async with Client(transport) as client:
             await client.call_tool("list_blacklist_numbers", {})
             await client.call_tool("get_blacklist_number", {"id": "1"})
         errlog.seek(0)
         stderr = errlog.read()
-    assert "list_blacklist_numbers failed: AuthenticationFailed" in stderr  # stderr did capture the server's log
+    assert (
+        "list_blacklist_numbers failed: AuthenticationFailed" in stderr
+    )  # stderr did capture the server's log
     for secret in {SANDBOX_CLIENT_SECRET, *issued_tokens(sandbox)}:
         assert secret not in stderr

@@ -27,9 +27,27 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "pbx.pem", folder / "pbx.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return str(cert), str(key)
 
@@ -41,7 +59,9 @@ def tls_pbx(certificate: tuple[str, str]) -> Iterator[str]:
 
 
 def settings_for(url: str, **extra: object) -> Settings:
-    return Settings.load(url=url, client_id=SANDBOX_CLIENT_ID, client_secret=SecretStr(SANDBOX_CLIENT_SECRET), **extra)
+    return Settings.load(
+        url=url, client_id=SANDBOX_CLIENT_ID, client_secret=SecretStr(SANDBOX_CLIENT_SECRET), **extra
+    )
 
 
 async def test_an_untrusted_certificate_says_how_to_trust_it(tls_pbx: str) -> None:
@@ -58,13 +78,26 @@ async def test_a_ca_bundle_makes_it_work(tls_pbx: str, certificate: tuple[str, s
 
 def test_doctor_checks_tls(tls_pbx: str, certificate: tuple[str, str], tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREECX_")}
-    env |= {"THREECX_URL": tls_pbx, "THREECX_CLIENT_ID": SANDBOX_CLIENT_ID, "THREECX_CLIENT_SECRET": SANDBOX_CLIENT_SECRET}
-    run = lambda extra: subprocess.run(  # noqa: E731
-        [console_script(), "doctor"], env=env | extra, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    env |= {
+        "THREECX_URL": tls_pbx,
+        "THREECX_CLIENT_ID": SANDBOX_CLIENT_ID,
+        "THREECX_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+    }
+    run = lambda extra: subprocess.run(
+        [console_script(), "doctor"],
+        env=env | extra,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
         stdin=subprocess.DEVNULL,
     )
     untrusted = run({})
-    assert untrusted.returncode == 1 and "FAIL  tls" in untrusted.stdout and "THREECX_CA_BUNDLE" in untrusted.stdout
+    assert (
+        untrusted.returncode == 1
+        and "FAIL  tls" in untrusted.stdout
+        and "THREECX_CA_BUNDLE" in untrusted.stdout
+    )
     trusted = run({"THREECX_CA_BUNDLE": certificate[0]})
     assert trusted.returncode == 0, trusted.stdout
     assert "PASS  tls: certificate verified" in trusted.stdout

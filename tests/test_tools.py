@@ -16,7 +16,9 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(params=["auto", "legacy"])
-async def mcp(request: pytest.FixtureRequest, make_server: Callable[..., BlacklistServer]) -> AsyncIterator[Client]:
+async def mcp(
+    request: pytest.FixtureRequest, make_server: Callable[..., BlacklistServer]
+) -> AsyncIterator[Client]:
     """In-memory MCP sessions in both protocol modes (2026-07-28 and 2025-11-25)."""
     async with Client(make_server(), mode=request.param) as client:
         yield client
@@ -40,7 +42,9 @@ async def fail(client: Client, tool: str, **arguments: Any) -> str:
 # -- list ---------------------------------------------------------------------------------------
 
 
-async def test_list_pages_through_everything_with_a_cursor(mcp: Client, sandbox: Sandbox, pbx_variant: str) -> None:
+async def test_list_pages_through_everything_with_a_cursor(
+    mcp: Client, sandbox: Sandbox, pbx_variant: str
+) -> None:
     seen: list[str] = []
     cursor = None
     for _ in range(10):
@@ -63,7 +67,9 @@ async def test_list_pages_through_everything_with_a_cursor(mcp: Client, sandbox:
         ("') or true or ('", []),
     ],
 )
-async def test_search_matches_caller_ids_and_descriptions(mcp: Client, search: str, caller_ids: list[str]) -> None:
+async def test_search_matches_caller_ids_and_descriptions(
+    mcp: Client, search: str, caller_ids: list[str]
+) -> None:
     page = await call(mcp, "list_blacklist_numbers", search=search)
     assert [e["caller_id"] for e in page["entries"]] == caller_ids
     assert page["total"] == len(caller_ids)
@@ -80,7 +86,9 @@ async def test_deleting_while_paging_skips_nothing(mcp: Client, sandbox: Sandbox
         await call(mcp, "bulk_delete_blacklist_numbers", ids=ids)
         if page["next_cursor"] is None:
             break
-        page = await call(mcp, "list_blacklist_numbers", search="robocall wave", limit=50, cursor=page["next_cursor"])
+        page = await call(
+            mcp, "list_blacklist_numbers", search="robocall wave", limit=50, cursor=page["next_cursor"]
+        )
     assert sorted(seen) == sorted(matching) and len(seen) == 130
     assert not matching & set(sandbox.entries)
 
@@ -102,7 +110,9 @@ async def test_list_rejects_bad_paging(mcp: Client) -> None:
     assert "limit" in await fail(mcp, "list_blacklist_numbers", limit=0)
     assert "limit" in await fail(mcp, "list_blacklist_numbers", limit=501)
     assert "not one this server issued" in await fail(mcp, "list_blacklist_numbers", cursor="garbage!")
-    assert "search is 201 characters long; the limit is 200" in await fail(mcp, "list_blacklist_numbers", search="x" * 201)
+    assert "search is 201 characters long; the limit is 200" in await fail(
+        mcp, "list_blacklist_numbers", search="x" * 201
+    )
     page = await call(mcp, "list_blacklist_numbers", limit=1, search="+44")
     assert "belongs to the search" in await fail(mcp, "list_blacklist_numbers", cursor=page["next_cursor"])
 
@@ -112,9 +122,16 @@ async def test_list_rejects_bad_paging(mcp: Client) -> None:
 
 async def test_get_accepts_numbers_and_names_unknown_ids(mcp: Client) -> None:
     entry = await call(mcp, "get_blacklist_number", id=4)
-    assert entry == {"id": "4", "caller_id": "*eremy", "description": "Blocks every caller ID ending in 'eremy'"}
+    assert entry == {
+        "id": "4",
+        "caller_id": "*eremy",
+        "description": "Blocks every caller ID ending in 'eremy'",
+    }
     message = await fail(mcp, "get_blacklist_number", id="404")
-    assert message == "No blacklist entry with id '404'; use list_blacklist_numbers to find it. Nothing was changed."
+    assert (
+        message
+        == "No blacklist entry with id '404'; use list_blacklist_numbers to find it. Nothing was changed."
+    )
 
 
 async def test_add_normalises_phone_numbers_and_says_so(mcp: Client, sandbox: Sandbox) -> None:
@@ -162,13 +179,19 @@ async def test_update_changes_only_what_is_given_and_reads_back(mcp: Client, san
     result = await call(mcp, "update_blacklist_number", id=1, description="Robocaller (confirmed)")
     assert result["changed_fields"] == ["description"]
     assert result["previous"]["description"] == SEED_ENTRIES[0][1]
-    assert result["entry"] == {"id": "1", "caller_id": SEED_ENTRIES[0][0], "description": "Robocaller (confirmed)"}
+    assert result["entry"] == {
+        "id": "1",
+        "caller_id": SEED_ENTRIES[0][0],
+        "description": "Robocaller (confirmed)",
+    }
     patch = next(r for r in sandbox.requests if r.method == "PATCH")
     assert json.loads(patch.body) == {"Description": "Robocaller (confirmed)"}
     assert sandbox.count("GET", "/xapi/v1/BlackListNumbers('1')") == 2  # before and after
 
 
-async def test_update_caller_id_is_normalised_and_empty_description_clears(mcp: Client, sandbox: Sandbox) -> None:
+async def test_update_caller_id_is_normalised_and_empty_description_clears(
+    mcp: Client, sandbox: Sandbox
+) -> None:
     result = await call(mcp, "update_blacklist_number", id="2", caller_id="+1 555-010-0198", description="")
     assert result["entry"] == {"id": "2", "caller_id": "+15550100198", "description": None}
     assert result["changed_fields"] == ["caller_id", "description"]
@@ -204,13 +227,25 @@ async def test_update_rejections_change_nothing(
 # -- bulk delete --------------------------------------------------------------------------------
 
 
-async def test_bulk_delete_reports_each_id_with_what_to_restore(mcp: Client, sandbox: Sandbox, pbx_variant: str) -> None:
+async def test_bulk_delete_reports_each_id_with_what_to_restore(
+    mcp: Client, sandbox: Sandbox, pbx_variant: str
+) -> None:
     result = await call(mcp, "bulk_delete_blacklist_numbers", ids=[1, "3", "3", " 1 ", "nope"])
     assert result["outcome"] == "completed"
-    assert [(r["id"], r["status"]) for r in result["results"]] == [("1", "deleted"), ("3", "deleted"), ("nope", "not_found")]
+    assert [(r["id"], r["status"]) for r in result["results"]] == [
+        ("1", "deleted"),
+        ("3", "deleted"),
+        ("nope", "not_found"),
+    ]
     assert result["results"][0]["caller_id"] == SEED_ENTRIES[0][0]
     assert result["results"][1]["description"] == SEED_ENTRIES[2][1]
-    assert (result["requested"], result["deleted"], result["not_found"], result["failed"], result["unknown"]) == (3, 2, 1, 0, 0)
+    assert (
+        result["requested"],
+        result["deleted"],
+        result["not_found"],
+        result["failed"],
+        result["unknown"],
+    ) == (3, 2, 1, 0, 0)
     assert result["omitted"] == 0 and result["details"] == f"threecx://operations/{result['operation_id']}"
     assert "1" not in sandbox.entries and "3" not in sandbox.entries
     bulk = [r for r in sandbox.requests if r.path.endswith("Pbx.BulkNumbersDelete")]
@@ -226,7 +261,9 @@ async def test_dry_run_deletes_nothing(mcp: Client, sandbox: Sandbox) -> None:
     result = await call(mcp, "bulk_delete_blacklist_numbers", ids=["1", "2", "zz"], dry_run=True)
     assert result["outcome"] == "dry_run"
     assert [r["status"] for r in result["results"]] == ["would_delete", "would_delete", "not_found"]
-    assert len(sandbox.entries) == len(SEED_ENTRIES) and sandbox.count("POST", "/xapi/v1/BlackListNumbers/") == 0
+    assert (
+        len(sandbox.entries) == len(SEED_ENTRIES) and sandbox.count("POST", "/xapi/v1/BlackListNumbers/") == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -251,7 +288,9 @@ async def test_bulk_delete_rejects_malformed_ids_showing_what_was_received(
     assert len(sandbox.entries) == len(SEED_ENTRIES)
 
 
-async def test_ten_thousand_ids_are_deleted_in_chunks_with_a_result_that_fits(mcp: Client, sandbox: Sandbox) -> None:
+async def test_ten_thousand_ids_are_deleted_in_chunks_with_a_result_that_fits(
+    mcp: Client, sandbox: Sandbox
+) -> None:
     ids = [sandbox.add(f"+1555{i:07d}", "x" * 200)["Id"] for i in range(9_998)]
     raw = await mcp.call_tool("bulk_delete_blacklist_numbers", {"ids": [*ids, "gone-1", "gone-2"]})
     result = raw.structured_content
@@ -259,10 +298,15 @@ async def test_ten_thousand_ids_are_deleted_in_chunks_with_a_result_that_fits(mc
     assert result["deleted"] == 9_998 and result["outcome"] == "completed"
     text = raw.content[0].text  # type: ignore[union-attr]
     assert len(text.encode()) <= 16 * 1024 and len(json.dumps(result).encode()) <= 256 * 1024
-    assert "9998 deleted, 2 not found" in text and result["operation_id"] in text and result["details"] in text
+    assert (
+        "9998 deleted, 2 not found" in text and result["operation_id"] in text and result["details"] in text
+    )
     listed = result["results"]
     assert len(listed) == 100 and result["omitted"] == 10_000 - 100
-    assert [r["id"] for r in listed if r["status"] == "not_found"] == ["gone-1", "gone-2"]  # the ones that need a look
+    assert [r["id"] for r in listed if r["status"] == "not_found"] == [
+        "gone-1",
+        "gone-2",
+    ]  # the ones that need a look
     assert len(sandbox.entries) == len(SEED_ENTRIES)
     bulk = [r for r in sandbox.requests if r.path.endswith("Pbx.BulkNumbersDelete")]
     assert [len(json.loads(r.body)["ids"]) for r in bulk] == [500] * 19 + [498]
@@ -275,7 +319,9 @@ async def test_a_failing_chunk_is_reported_and_the_rest_still_deleted(mcp: Clien
     assert result["outcome"] == "partial"
     assert (result["deleted"], result["failed"]) == (700, 500)
     failed = [r for r in result["results"] if r["status"] == "failed"]
-    assert len(failed) == 100 and {r["id"] for r in failed} <= set(ids[:500])  # the listed ones need attention
+    assert len(failed) == 100 and {r["id"] for r in failed} <= set(
+        ids[:500]
+    )  # the listed ones need attention
     assert all(r["id"] in sandbox.entries and "HTTP 500" in r["reason"] for r in failed)
     assert set(ids[:500]) <= set(sandbox.entries) and not set(ids[500:]) & set(sandbox.entries)
 
@@ -301,10 +347,16 @@ def answering(action: str, confirm: bool = True):  # type: ignore[no-untyped-def
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 @pytest.mark.parametrize(
-    ("action", "confirm", "deleted"), [("accept", True, True), ("accept", False, False), ("decline", True, False), ("cancel", True, False)]
+    ("action", "confirm", "deleted"),
+    [("accept", True, True), ("accept", False, False), ("decline", True, False), ("cancel", True, False)],
 )
 async def test_bulk_delete_asks_the_user_when_the_client_can_be_asked(
-    make_server: Callable[..., BlacklistServer], sandbox: Sandbox, mode: str, action: str, confirm: bool, deleted: bool
+    make_server: Callable[..., BlacklistServer],
+    sandbox: Sandbox,
+    mode: str,
+    action: str,
+    confirm: bool,
+    deleted: bool,
 ) -> None:
     callback, asked = answering(action, confirm)
     async with Client(make_server(), mode=mode, elicitation_callback=callback) as client:
@@ -317,7 +369,9 @@ async def test_bulk_delete_asks_the_user_when_the_client_can_be_asked(
         assert "none of the 3 entries was deleted" in result["summary"]
 
 
-async def test_confirm_true_and_dry_run_skip_the_question(make_server: Callable[..., BlacklistServer], sandbox: Sandbox) -> None:
+async def test_confirm_true_and_dry_run_skip_the_question(
+    make_server: Callable[..., BlacklistServer], sandbox: Sandbox
+) -> None:
     callback, asked = answering("decline")
     async with Client(make_server(), elicitation_callback=callback) as client:
         await call(client, "bulk_delete_blacklist_numbers", ids=["1"], dry_run=True)
@@ -333,7 +387,9 @@ async def test_clients_without_elicitation_rely_on_their_own_approval(mcp: Clien
 # -- read-only ----------------------------------------------------------------------------------
 
 
-async def test_read_only_mode_registers_no_write_tools(make_server: Callable[..., BlacklistServer], sandbox: Sandbox) -> None:
+async def test_read_only_mode_registers_no_write_tools(
+    make_server: Callable[..., BlacklistServer], sandbox: Sandbox
+) -> None:
     async with Client(make_server(read_only=True)) as client:
         names = sorted(t.name for t in (await client.list_tools()).tools)
         assert names == ["get_blacklist_number", "list_blacklist_numbers", "list_operations"]
@@ -353,7 +409,9 @@ async def test_bulk_delete_reports_progress_per_chunk(
         seen.append((done, total, message))
 
     async with Client(make_server(), mode=mode) as client:
-        result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ids}, progress_callback=progress)
+        result = await client.call_tool(
+            "bulk_delete_blacklist_numbers", {"ids": ids}, progress_callback=progress
+        )
     assert result.structured_content["deleted"] == 1_200  # type: ignore[index]
     assert [(d, t) for d, t, _ in seen] == [(1, 3), (2, 3), (3, 3)]
     assert seen[-1][2] == "sent 3 of 3 delete requests"

@@ -58,14 +58,26 @@ async def test_stdio_sandbox_switch_through_env_needs_no_credentials() -> None:
     env = {"THREECX_SANDBOX": "true", "THREECX_JOURNAL": str(SUBPROCESS_JOURNAL)}
     params = StdioServerParameters(command=console_script(), args=["--read-only"], env=env)
     async with Client(params) as client:
-        assert sorted(t.name for t in (await client.list_tools()).tools) == ["get_blacklist_number", "list_blacklist_numbers", "list_operations"]
+        assert sorted(t.name for t in (await client.list_tools()).tools) == [
+            "get_blacklist_number",
+            "list_blacklist_numbers",
+            "list_operations",
+        ]
         page = await client.call_tool("list_blacklist_numbers", {"limit": 3})
         assert page.structured_content["total"] == 12  # type: ignore[index]
 
 
 def test_stdio_with_missing_settings_exits_with_the_variable_named(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREECX_")}
-    done = subprocess.run([console_script()], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [console_script()],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 2
     assert "THREECX_URL is not set" in done.stderr and done.stdout == ""
 
@@ -76,8 +88,12 @@ async def test_http_session_with_bearer_token(http_server: str, sandbox: Sandbox
     async with httpx2.AsyncClient(headers=headers) as http:
         from mcp.client.streamable_http import streamable_http_client
 
-        async with Client(streamable_http_client(f"{http_server}/mcp", http_client=http), mode=mode) as client:
-            result = await client.call_tool("update_blacklist_number", {"id": 1, "caller_id": "+44 20 7183 8751"})
+        async with Client(
+            streamable_http_client(f"{http_server}/mcp", http_client=http), mode=mode
+        ) as client:
+            result = await client.call_tool(
+                "update_blacklist_number", {"id": 1, "caller_id": "+44 20 7183 8751"}
+            )
             assert result.structured_content["entry"]["caller_id"] == "+442071838751"  # type: ignore[index]
             result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": "[1, 2]"})
             assert result.structured_content["deleted"] == 2  # type: ignore[index]
@@ -85,14 +101,18 @@ async def test_http_session_with_bearer_token(http_server: str, sandbox: Sandbox
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_an_applied_delete_of_thousands_reaches_the_client_over_http(http_server: str, sandbox: Sandbox, mode: str) -> None:
+async def test_an_applied_delete_of_thousands_reaches_the_client_over_http(
+    http_server: str, sandbox: Sandbox, mode: str
+) -> None:
     """0.1 lost this answer in 2025-11-25 mode (the SDK client's 1 MiB event limit): an applied delete, no operation_id."""
     ids = [sandbox.add(f"+1555{i:07d}", "a long note about this robocaller " * 7)["Id"] for i in range(6_000)]
     headers = {"Authorization": f"Bearer {AUTH_TOKEN}"}
     async with httpx2.AsyncClient(headers=headers, timeout=120) as http:
         from mcp.client.streamable_http import streamable_http_client
 
-        async with Client(streamable_http_client(f"{http_server}/mcp", http_client=http), mode=mode) as client:
+        async with Client(
+            streamable_http_client(f"{http_server}/mcp", http_client=http), mode=mode
+        ) as client:
             result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ids})
     assert not result.is_error and result.structured_content is not None
     assert result.structured_content["deleted"] == 6_000 and result.structured_content["operation_id"]
@@ -130,14 +150,38 @@ def test_binding_beyond_loopback_requires_a_token() -> None:
 
 
 def test_doctor_passes_on_the_sandbox_and_fails_with_a_fix(tmp_path: Path, sandbox_url: str) -> None:
-    ok = subprocess.run([console_script(), "doctor", "--sandbox"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    ok = subprocess.run(
+        [console_script(), "doctor", "--sandbox"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert [line.split()[1] for line in ok.stdout.splitlines()[:-1]] == ["settings:", "dns:", "tcp:", "token:", "blacklist:"]
+    assert [line.split()[1] for line in ok.stdout.splitlines()[:-1]] == [
+        "settings:",
+        "dns:",
+        "tcp:",
+        "token:",
+        "blacklist:",
+    ]
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("THREECX_")}, **pbx_env(sandbox_url)}
     env["THREECX_CLIENT_SECRET"] = "wrong-key"
-    bad = subprocess.run([console_script(), "doctor"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    bad = subprocess.run(
+        [console_script(), "doctor"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert bad.returncode == 1
-    assert "FAIL  token" in bad.stdout and "3CX Configuration API" in bad.stdout and "wrong-key" not in bad.stdout
+    assert (
+        "FAIL  token" in bad.stdout
+        and "3CX Configuration API" in bad.stdout
+        and "wrong-key" not in bad.stdout
+    )
 
 
 async def test_tools_list_matches_the_committed_snapshot(make_server) -> None:  # type: ignore[no-untyped-def]
@@ -159,7 +203,11 @@ async def test_tools_list_matches_the_committed_snapshot(make_server) -> None:  
 async def test_http_refuses_an_oversized_body(http_server: str) -> None:
     from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 
-    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"pad":"' + b"x" * DEFAULT_MAX_REQUEST_BODY_SIZE + b'"}}'
+    body = (
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"pad":"'
+        + b"x" * DEFAULT_MAX_REQUEST_BODY_SIZE
+        + b'"}}'
+    )
     headers = {
         "Accept": "application/json, text/event-stream",
         "Content-Type": "application/json",
@@ -180,7 +228,10 @@ def test_a_busy_port_is_a_clear_error() -> None:
         done = subprocess.run(
             [console_script(), "--sandbox", "--transport", "http", "--port", str(port)],
             env={**os.environ, "THREECX_JOURNAL": str(SUBPROCESS_JOURNAL)},
-            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
         )
     assert done.returncode == 2
     assert f"Cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
@@ -197,7 +248,11 @@ def test_http_command_serves_what_it_announces(tmp_path: Path) -> None:
     env = {**os.environ, "THREECX_JOURNAL": str(tmp_path / "j.jsonl")}
     server = subprocess.Popen(
         [console_script(), "--sandbox", "--transport", "http", "--port", str(port)],
-        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
     )
     try:
         announced = server.stderr.readline()  # type: ignore[union-attr]

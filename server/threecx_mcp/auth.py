@@ -8,7 +8,7 @@ a time, and a 401 re-mints once and retries once.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 
 import anyio
 import httpx2
@@ -40,7 +40,9 @@ class ClientCredentialsAuth(httpx2.Auth):
     def __repr__(self) -> str:
         return f"ClientCredentialsAuth(client_id={self._client_id!r}, token_url={self._token_url!r})"
 
-    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         token = await self.token()
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
@@ -50,7 +52,7 @@ class ClientCredentialsAuth(httpx2.Auth):
             request.headers["Authorization"] = f"Bearer {token}"
             yield request
 
-    def sync_auth_flow(self, request: httpx2.Request):  # type: ignore[override]
+    def sync_auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
         raise RuntimeError("ClientCredentialsAuth works only with an async client")
 
     async def token(self, *, stale: str | None = None) -> str:

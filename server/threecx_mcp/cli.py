@@ -18,12 +18,11 @@ from pydantic import SecretStr
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import __version__
+from . import __version__, journal_cli
 from .client import XapiClient
 from .config import PbxEndpoint, Settings
 from .doctor import run_checks
 from .errors import ConfigError
-from . import journal_cli
 from .journal import Journal
 from .sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 from .server import build_server
@@ -39,8 +38,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="default: stdio")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    parser.add_argument("--sandbox", action="store_true", help="use the embedded sandbox PBX (THREECX_SANDBOX=true)")
-    parser.add_argument("--read-only", action="store_true", help="register no write tools (THREECX_READ_ONLY=true)")
+    parser.add_argument(
+        "--sandbox", action="store_true", help="use the embedded sandbox PBX (THREECX_SANDBOX=true)"
+    )
+    parser.add_argument(
+        "--read-only", action="store_true", help="register no write tools (THREECX_READ_ONLY=true)"
+    )
     parser.add_argument("--version", action="version", version=f"threecx-mcp {__version__}")
     return parser.parse_known_args(argv)[0] if _is_journal(argv) else parser.parse_args(argv)
 
@@ -97,7 +100,10 @@ class RequireBearerToken:
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self._expected):
                 response = JSONResponse(
-                    {"error": "unauthorized", "error_description": "Send Authorization: Bearer <THREECX_MCP_AUTH_TOKEN>."},
+                    {
+                        "error": "unauthorized",
+                        "error_description": "Send Authorization: Bearer <THREECX_MCP_AUTH_TOKEN>.",
+                    },
                     status_code=401,
                     headers={"WWW-Authenticate": "Bearer"},
                 )
@@ -121,7 +127,9 @@ def http_app(settings: Settings, factory: Callable[[], XapiClient], host: str) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="threecx-mcp: %(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="threecx-mcp: %(levelname)s %(message)s"
+    )
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     try:
         overrides = {k: True for k, on in (("sandbox", args.sandbox), ("read_only", args.read_only)) if on}
@@ -143,7 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     pbx = "the sandbox PBX" if settings.sandbox else settings.endpoint().origin
-    print(f"threecx-mcp: MCP over streamable HTTP at http://{shown_host}:{args.port}/mcp ({pbx})", file=sys.stderr)
+    print(
+        f"threecx-mcp: MCP over streamable HTTP at http://{shown_host}:{args.port}/mcp ({pbx})",
+        file=sys.stderr,
+    )
     config = uvicorn.Config(app, log_level="warning", interface="asgi3")
     uvicorn.Server(config).run(sockets=[listener])
     return 0

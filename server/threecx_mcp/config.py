@@ -58,10 +58,14 @@ class PbxEndpoint:
             parts = urlsplit(text)
             port = parts.port
         except ValueError as exc:
-            raise ConfigError(f"{ENV_PREFIX}URL {raw.strip()!r} is not a valid URL ({exc}). {example}") from None
+            raise ConfigError(
+                f"{ENV_PREFIX}URL {raw.strip()!r} is not a valid URL ({exc}). {example}"
+            ) from None
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS:
-            raise ConfigError(f"{ENV_PREFIX}URL {raw.strip()!r} must use https (or http), not {scheme!r}. {example}")
+            raise ConfigError(
+                f"{ENV_PREFIX}URL {raw.strip()!r} must use https (or http), not {scheme!r}. {example}"
+            )
         if parts.username is not None or parts.password is not None:
             raise ConfigError(
                 f"{ENV_PREFIX}URL must not contain credentials; set {ENV_PREFIX}CLIENT_ID and "
@@ -129,7 +133,8 @@ class Settings(BaseSettings):
             return cls(**overrides)  # type: ignore[arg-type]
         except ValidationError as exc:
             problems = "; ".join(
-                f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors(include_input=False)
+                f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}"
+                for err in exc.errors(include_input=False)
             )
             raise ConfigError(f"Invalid settings: {problems}.") from None
 
@@ -175,7 +180,9 @@ class Settings(BaseSettings):
                     f"{exc.strerror or exc}."
                 ) from None
             if not secret:
-                raise ConfigError(f"{ENV_PREFIX}CLIENT_SECRET_FILE {str(self.client_secret_file)!r} is empty.")
+                raise ConfigError(
+                    f"{ENV_PREFIX}CLIENT_SECRET_FILE {str(self.client_secret_file)!r} is empty."
+                )
             return self.client_id, SecretStr(secret)
         if self.client_secret is None or not self.client_secret.get_secret_value().strip():
             raise ConfigError(
@@ -197,4 +204,6 @@ class Settings(BaseSettings):
         try:
             return ssl.create_default_context(cafile=str(self.ca_bundle))
         except ssl.SSLError as exc:
-            raise ConfigError(f"{ENV_PREFIX}CA_BUNDLE {str(self.ca_bundle)!r} holds no usable PEM certificate ({exc}).") from None
+            raise ConfigError(
+                f"{ENV_PREFIX}CA_BUNDLE {str(self.ca_bundle)!r} holds no usable PEM certificate ({exc})."
+            ) from None

@@ -78,7 +78,9 @@ async def _handshake(connection: Connection) -> str:
     if verify is False:
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     with anyio.fail_after(connection.timeout):
-        stream = await anyio.connect_tcp(endpoint.host.strip("[]"), endpoint.port, tls=True, ssl_context=context)
+        stream = await anyio.connect_tcp(
+            endpoint.host.strip("[]"), endpoint.port, tls=True, ssl_context=context
+        )
     await stream.aclose()
     return "certificate verified" if verify is not False else "connected WITHOUT verifying the certificate"
 

@@ -326,7 +326,9 @@ class Journal:
         ]
         with _transaction(db, write=False):
             for entry_id in entry_ids:
-                rows = [db.execute(query, (entry_id, *self._scope_params, *kinds)).fetchone() for query in queries]
+                rows = [
+                    db.execute(query, (entry_id, *self._scope_params, *kinds)).fetchone() for query in queries
+                ]
                 newest = max((r for r in rows if r is not None), key=lambda r: (r[0], r[8]), default=None)
                 if newest is None:
                     continue

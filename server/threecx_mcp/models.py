@@ -58,7 +58,9 @@ def _id_list(value: Any) -> list[str]:
         try:
             value = json.loads(value)
         except ValueError:
-            raise ValueError(f'ids is not valid JSON; send a list such as ["12", "15"] (received {received})') from None
+            raise ValueError(
+                f'ids is not valid JSON; send a list such as ["12", "15"] (received {received})'
+            ) from None
     if not isinstance(value, list):
         raise ValueError(f'ids must be a list such as ["12", "15"] (received {received})')
     if not value:
@@ -68,7 +70,9 @@ def _id_list(value: Any) -> list[str]:
     ids: dict[str, None] = {}
     for position, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, str | int):
-            raise ValueError(f"ids[{position}] must be a string or a number, not {json.dumps(item, default=str)[:60]}")
+            raise ValueError(
+                f"ids[{position}] must be a string or a number, not {json.dumps(item, default=str)[:60]}"
+            )
         try:
             ids[_entry_id(item)] = None
         except ValueError as exc:
@@ -79,7 +83,7 @@ def _id_list(value: Any) -> list[str]:
 EntryId = Annotated[
     str | int,
     BeforeValidator(_entry_id),
-    Field(description="The entry's id (its XAPI key) as list_blacklist_numbers shows it, e.g. \"42\"."),
+    Field(description='The entry\'s id (its XAPI key) as list_blacklist_numbers shows it, e.g. "42".'),
 ]
 CallerIdInput = Annotated[
     str,
@@ -126,7 +130,10 @@ def normalize_caller_id(caller_id: str) -> tuple[str, str | None]:
     normalized = ("+" if caller_id.startswith("+") else "") + digits
     if len(digits) < 2 or normalized == caller_id:
         return caller_id, None
-    return normalized, f"caller_id {caller_id!r} was normalised to {normalized!r} (3CX compares caller IDs exactly)."
+    return (
+        normalized,
+        f"caller_id {caller_id!r} was normalised to {normalized!r} (3CX compares caller IDs exactly).",
+    )
 
 
 # -- outputs ----------------------------------------------------------------------------------
@@ -154,22 +161,30 @@ class BlacklistPageResult(BaseModel):
 
 class AddResult(BaseModel):
     entry: BlacklistEntry
-    notes: list[str] = Field(default_factory=list, description="What was adjusted, e.g. caller ID normalisation.")
+    notes: list[str] = Field(
+        default_factory=list, description="What was adjusted, e.g. caller ID normalisation."
+    )
 
 
 Field_ = Literal["caller_id", "description"]
 
 
 class UpdateResult(BaseModel):
-    operation_id: str | None = Field(description="Journal id of this change; restore_blacklist_numbers can undo it.")
+    operation_id: str | None = Field(
+        description="Journal id of this change; restore_blacklist_numbers can undo it."
+    )
     entry: BlacklistEntry = Field(
         description="The entry as the PBX stores it now (read back after the change), or as sent if read_back is false."
     )
     previous: BlacklistEntry = Field(description="The entry before the change, to undo it if needed.")
     changed_fields: list[Field_] = Field(description="Fields that actually changed; empty if nothing did.")
-    read_back: bool = Field(default=True, description="False when the change was applied but could not be read back.")
+    read_back: bool = Field(
+        default=True, description="False when the change was applied but could not be read back."
+    )
     notes: list[str] = Field(default_factory=list)
-    warnings: list[str] = Field(default_factory=list, description="What went wrong after the change was applied.")
+    warnings: list[str] = Field(
+        default_factory=list, description="What went wrong after the change was applied."
+    )
 
 
 DeleteStatus = Literal["deleted", "not_found", "failed", "would_delete", "unknown"]
@@ -178,14 +193,17 @@ DeleteStatus = Literal["deleted", "not_found", "failed", "would_delete", "unknow
 class DeleteOutcome(BaseModel):
     id: str
     status: DeleteStatus
-    caller_id: str | None = Field(default=None, description="The entry's caller ID before deletion (to restore it).")
+    caller_id: str | None = Field(
+        default=None, description="The entry's caller ID before deletion (to restore it)."
+    )
     description: str | None = None
     reason: str | None = Field(default=None, description="Why the id failed or is unknown.")
 
 
 class BulkDeleteResult(BaseModel):
     operation_id: str | None = Field(
-        default=None, description="Journal id of this delete; restore_blacklist_numbers can re-create the entries."
+        default=None,
+        description="Journal id of this delete; restore_blacklist_numbers can re-create the entries.",
     )
     outcome: Literal["completed", "partial", "interrupted", "dry_run", "declined"]
     summary: str
@@ -199,7 +217,9 @@ class BulkDeleteResult(BaseModel):
         description=f"Per-id results in request order, at most {MAX_LISTED_RESULTS}: every id that was not "
         "deleted comes first in priority; the rest are counted in `omitted`."
     )
-    omitted: int = Field(default=0, description="Per-id results left out of `results`; `details` has them all.")
+    omitted: int = Field(
+        default=0, description="Per-id results left out of `results`; `details` has them all."
+    )
     details: str | None = Field(default=None, description="MCP resource URI with every id's result.")
     warnings: list[str] = Field(default_factory=list)
 
@@ -207,7 +227,9 @@ class BulkDeleteResult(BaseModel):
 class DeleteConfirmation(BaseModel):
     """What the user is asked before a bulk delete."""
 
-    confirm: bool = Field(title="Delete these entries", description="Tick to delete; they can only be re-added by hand.")
+    confirm: bool = Field(
+        title="Delete these entries", description="Tick to delete; they can only be re-added by hand."
+    )
 
 
 RestoreStatus = Literal[
@@ -228,20 +250,28 @@ class RestoreOutcome(BaseModel):
     status: RestoreStatus
     caller_id: str
     description: str | None
-    current_id: str | None = Field(default=None, description="The entry's id now (re-created entries get a new one).")
+    current_id: str | None = Field(
+        default=None, description="The entry's id now (re-created entries get a new one)."
+    )
     reason: str | None = None
 
 
 class RestoreResult(BaseModel):
-    operation_id: str | None = Field(description="Journal id of this restore itself; restoring it undoes the restore.")
-    undoes: str | None = Field(default=None, description="The operation this restore undid, if one was named.")
+    operation_id: str | None = Field(
+        description="Journal id of this restore itself; restoring it undoes the restore."
+    )
+    undoes: str | None = Field(
+        default=None, description="The operation this restore undid, if one was named."
+    )
     outcome: Literal["completed", "partial", "interrupted", "nothing_to_do"]
     summary: str
     counts: dict[str, int] = Field(description="How many entries ended in each status.")
     results: list[RestoreOutcome] = Field(
         description=f"Per-entry results, at most {MAX_LISTED_RESULTS}, those needing attention first in priority."
     )
-    omitted: int = Field(default=0, description="Per-entry results left out of `results`; `details` has them all.")
+    omitted: int = Field(
+        default=0, description="Per-entry results left out of `results`; `details` has them all."
+    )
     details: str | None = Field(default=None, description="MCP resource URI with every entry's result.")
     warnings: list[str] = Field(default_factory=list)
 
@@ -253,13 +283,19 @@ class OperationSummary(BaseModel):
     operation_id: str
     time: str = Field(description="When it started (UTC, ISO 8601).")
     kind: OperationKindName
-    outcome: str = Field(description="completed, partial, interrupted, ... or not_closed if the server died midway.")
+    outcome: str = Field(
+        description="completed, partial, interrupted, ... or not_closed if the server died midway."
+    )
     counts: dict[str, int] = Field(description="How many entries ended in each status.")
-    restorable: bool = Field(description="Whether restore_blacklist_numbers(operation_id=...) has anything to undo.")
+    restorable: bool = Field(
+        description="Whether restore_blacklist_numbers(operation_id=...) has anything to undo."
+    )
     undoes: str | None = Field(default=None, description="For a restore: the operation it undid.")
     details: str = Field(description="MCP resource URI with every entry of the operation.")
 
 
 class OperationsPage(BaseModel):
     operations: list[OperationSummary] = Field(description="Newest first.")
-    next_cursor: str | None = Field(description="Pass as cursor for older operations; null when there are none.")
+    next_cursor: str | None = Field(
+        description="Pass as cursor for older operations; null when there are none."
+    )

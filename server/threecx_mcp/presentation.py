@@ -47,7 +47,10 @@ def _bulk_delete(result: BulkDeleteResult) -> str:
     problems = [r for r in result.results if r.status not in ("deleted", "would_delete")]
     lines += _listed(
         "Not deleted:",
-        (f"- id {quoted(r.id, 40)} {r.status}" + (f": {_reason(r.reason)}" if r.reason else "") for r in problems),
+        (
+            f"- id {quoted(r.id, 40)} {r.status}" + (f": {_reason(r.reason)}" if r.reason else "")
+            for r in problems
+        ),
         result.requested - result.deleted - result.would_delete,
     )
     done = [r for r in result.results if r.status in ("deleted", "would_delete")]
@@ -55,7 +58,9 @@ def _bulk_delete(result: BulkDeleteResult) -> str:
     count = result.would_delete if result.outcome == "dry_run" else result.deleted
     if done:
         shown = ", ".join(f"{quoted(r.caller_id, 40)} (id {quoted(r.id, 20)})" for r in done[:20])
-        lines.append(f"{verb} caller IDs: {shown}" + (f" and {count - min(len(done), 20)} more" if count > 20 else ""))
+        lines.append(
+            f"{verb} caller IDs: {shown}" + (f" and {count - min(len(done), 20)} more" if count > 20 else "")
+        )
     lines += [f"Warning: {w}" for w in result.warnings]
     lines += _where_the_rest_is(result.omitted, result.details)
     return "\n".join(lines)
@@ -69,7 +74,8 @@ def _restore(result: RestoreResult) -> str:
     lines += _listed(
         "Needs attention:",
         (
-            f"- id {quoted(r.id, 40)} ({quoted(r.caller_id, 40)}) {r.status}" + (f": {_reason(r.reason)}" if r.reason else "")
+            f"- id {quoted(r.id, 40)} ({quoted(r.caller_id, 40)}) {r.status}"
+            + (f": {_reason(r.reason)}" if r.reason else "")
             for r in attention
         ),
         sum(result.counts.get(s, 0) for s in ("failed", "unknown", "changed_since")),
@@ -77,7 +83,8 @@ def _restore(result: RestoreResult) -> str:
     recreated = [r for r in result.results if r.status == "recreated"][:10]
     if recreated:
         lines.append(
-            "Re-created with new ids: " + ", ".join(f"{quoted(r.caller_id, 40)} -> {quoted(r.current_id, 20)}" for r in recreated)
+            "Re-created with new ids: "
+            + ", ".join(f"{quoted(r.caller_id, 40)} -> {quoted(r.current_id, 20)}" for r in recreated)
         )
     lines += [f"Warning: {w}" for w in result.warnings]
     lines += _where_the_rest_is(result.omitted, result.details)
@@ -92,7 +99,7 @@ def _operations(page: OperationsPage) -> str:
         + ", ".join(f"{n} {s}" for s, n in sorted(op.counts.items()))
         + ("" if op.restorable else " (nothing to undo)")
         + (f" (undoes {op.undoes})" if op.undoes else "")
-        for op in page.operations[:_MAX_LINES * 3]
+        for op in page.operations[: _MAX_LINES * 3]
     ]
     if page.next_cursor:
         lines.append(f"Older operations: pass cursor={page.next_cursor}.")

@@ -50,7 +50,9 @@ class BlacklistServer(MCPServer[AppState]):
             unknown = sorted(set(arguments) - set(tool.parameters.get("properties", {})))
             if unknown:
                 allowed = ", ".join(tool.parameters.get("properties", {}))
-                return error_result(f"Unknown argument(s) for {name}: {', '.join(unknown)}. It takes: {allowed}.")
+                return error_result(
+                    f"Unknown argument(s) for {name}: {', '.join(unknown)}. It takes: {allowed}."
+                )
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:

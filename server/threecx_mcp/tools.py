@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from mcp.server.mcpserver import (
     AcceptedElicitation,
@@ -51,12 +51,16 @@ class AppState:
     journal: Journal
 
 
+def _state(ctx: Context) -> AppState:
+    return cast(AppState, ctx.request_context.lifespan_context)
+
+
 def _client(ctx: Context) -> XapiClient:
-    return ctx.request_context.lifespan_context.client  # type: ignore[no-any-return]
+    return _state(ctx).client
 
 
 def _journal(ctx: Context) -> Journal:
-    return ctx.request_context.lifespan_context.journal  # type: ignore[no-any-return]
+    return _state(ctx).journal
 
 
 @dataclass(frozen=True)
@@ -176,8 +180,9 @@ async def bulk_delete_blacklist_numbers(
     restore_blacklist_numbers to undo. Use dry_run=true first to preview. Up to 10,000 ids.
     """
     id_list = [str(i) for i in ids]
+    # The resolver answers True itself when there is no one to ask (dry run, no elicitation).
     accepted = isinstance(confirmation, AcceptedElicitation) and (
-        confirmation.data is True or (isinstance(confirmation.data, DeleteConfirmation) and confirmation.data.confirm)
+        not isinstance(confirmation.data, DeleteConfirmation) or confirmation.data.confirm
     )
     if not accepted:
         return tool_result(bulk_delete.declined(id_list))
@@ -192,13 +197,20 @@ async def restore_blacklist_numbers(
     ctx: Context,
     operation_id: Annotated[
         str | None,
-        Field(description="operation_id of an update, delete or restore (see list_operations): undo it.", max_length=64),
+        Field(
+            description="operation_id of an update, delete or restore (see list_operations): undo it.",
+            max_length=64,
+        ),
     ] = None,
     ids: Annotated[
-        IdList | None, Field(description="Entry ids to put back as they were before their latest journaled change.")
+        IdList | None,
+        Field(description="Entry ids to put back as they were before their latest journaled change."),
     ] = None,
     overwrite: Annotated[
-        bool, Field(description="Also put back entries that someone changed since (they are left alone otherwise).")
+        bool,
+        Field(
+            description="Also put back entries that someone changed since (they are left alone otherwise)."
+        ),
     ] = False,
 ) -> Annotated[CallToolResult, RestoreResult]:
     """Undo an update, a bulk delete or a restore from the local safety journal.
@@ -219,7 +231,9 @@ async def restore_blacklist_numbers(
 async def list_operations(
     ctx: Context,
     limit: Annotated[int, Field(ge=1, le=200, description="Operations per page (1-200).")] = 20,
-    cursor: Annotated[str | None, Field(description="next_cursor from the previous page.", max_length=64)] = None,
+    cursor: Annotated[
+        str | None, Field(description="next_cursor from the previous page.", max_length=64)
+    ] = None,
 ) -> Annotated[CallToolResult, OperationsPage]:
     """Recent updates, bulk deletes and restores on this PBX, newest first, from the safety journal.
 

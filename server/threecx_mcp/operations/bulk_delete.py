@@ -86,11 +86,15 @@ class _BulkRun:
                     self.uncertain.update(chunk)
                 if isinstance(exc, FATAL):
                     skipped = [i for later in chunks[number + 1 :] for i in later]
-                    self.reasons.update(dict.fromkeys(skipped, f"not attempted after an earlier failure: {exc.message}"))
+                    self.reasons.update(
+                        dict.fromkeys(skipped, f"not attempted after an earlier failure: {exc.message}")
+                    )
                     self.in_flight = []
                     break
             self.in_flight = []
-            await self.progress(number + 1, len(chunks), f"sent {number + 1} of {len(chunks)} delete requests")
+            await self.progress(
+                number + 1, len(chunks), f"sent {number + 1} of {len(chunks)} delete requests"
+            )
 
     async def verify(self, client: XapiClient) -> None:
         """Gone is deleted; still there is failed, or unknown if its request got no answer."""
@@ -148,12 +152,18 @@ def summarise(
     operation_id: str | None,
     warnings: list[str],
 ) -> BulkDeleteResult:
-    counts = {s: sum(1 for i in ids if statuses[i] == s) for s in ("deleted", "not_found", "failed", "unknown")}
+    counts = {
+        s: sum(1 for i in ids if statuses[i] == s) for s in ("deleted", "not_found", "failed", "unknown")
+    }
     would_delete = sum(1 for i in ids if statuses[i] == "would_delete")
     outcomes = [_outcome(i, before.get(i), statuses[i], reasons.get(i)) for i in ids]
-    listed, omitted = bounded_results(outcomes, important=lambda o: o.status not in ("deleted", "would_delete"))
+    listed, omitted = bounded_results(
+        outcomes, important=lambda o: o.status not in ("deleted", "would_delete")
+    )
     if outcome == "dry_run":
-        summary = f"Dry run: {would_delete} would be deleted, {counts['not_found']} not found; nothing was deleted."
+        summary = (
+            f"Dry run: {would_delete} would be deleted, {counts['not_found']} not found; nothing was deleted."
+        )
     else:
         summary = (
             f"{counts['deleted']} deleted, {counts['not_found']} not found, {counts['failed']} failed"

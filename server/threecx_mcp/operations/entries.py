@@ -59,7 +59,9 @@ class _Cursor:
             ):
                 raise ValueError
         except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
-            raise InvalidArgument("cursor is not one this server issued; omit it to start from the first page.") from None
+            raise InvalidArgument(
+                "cursor is not one this server issued; omit it to start from the first page."
+            ) from None
         if cursor_search != search:
             raise InvalidArgument(
                 f"cursor belongs to the search {cursor_search!r}, not {search!r}; repeat that search or omit cursor."
@@ -67,7 +69,9 @@ class _Cursor:
         return cls(search, (after[0], after[1]), seen)
 
 
-async def list_entries(client: XapiClient, search: str | None, limit: int, cursor: str | None) -> BlacklistPageResult:
+async def list_entries(
+    client: XapiClient, search: str | None, limit: int, cursor: str | None
+) -> BlacklistPageResult:
     search = search.strip() or None if search is not None else None
     position = _Cursor.decode(cursor, search) if cursor else None
     terms = sorted({search, normalize_caller_id(search)[0]}) if search else []
@@ -84,7 +88,9 @@ async def list_entries(client: XapiClient, search: str | None, limit: int, curso
     next_cursor = None
     if more and records:
         next_cursor = _Cursor(search, (records[-1].caller_id, records[-1].id), seen + len(records)).encode()
-    return BlacklistPageResult(entries=[BlacklistEntry.of(r) for r in records], total=total, next_cursor=next_cursor)
+    return BlacklistPageResult(
+        entries=[BlacklistEntry.of(r) for r in records], total=total, next_cursor=next_cursor
+    )
 
 
 async def add_entry(client: XapiClient, caller_id: str, description: str | None) -> AddResult:
@@ -119,7 +125,11 @@ async def update_entry(
         changes["Description"] = description
     if not changes:
         return UpdateResult(
-            operation_id=None, entry=before, previous=before, changed_fields=[], notes=[*notes, "Nothing to change."]
+            operation_id=None,
+            entry=before,
+            previous=before,
+            changed_fields=[],
+            notes=[*notes, "Nothing to change."],
         )
     intended = BlacklistEntry(
         id=before.id,
@@ -131,7 +141,7 @@ async def update_entry(
     try:
         await client.update_blacklist_number(entry_id, changes)
     except PbxError as exc:
-        refused = isinstance(exc, REFUSED) or isinstance(exc, NotFound)
+        refused = isinstance(exc, (REFUSED, NotFound))
         status = "failed" if refused else "unknown"
         await end(journal, operation_id, status, [_final(item, status, exc.user_message())])
         if isinstance(exc, NotFound):
@@ -175,4 +185,3 @@ def _image(entry: BlacklistEntry) -> EntryImage:
 
 def _final(item: ItemRecord, status: str, reason: str | None = None) -> ItemRecord:
     return ItemRecord(before=item.before, after=item.after, status=status, reason=reason)
-

@@ -12,7 +12,9 @@ from .reporting import operation_uri
 
 ITEMS_PER_PAGE = 500
 # Statuses after which an undo has nothing to put back.
-_NOTHING_TO_UNDO = frozenset({"not_found", "failed", "already_present", "already_restored", "already_absent", "changed_since"})
+_NOTHING_TO_UNDO = frozenset(
+    {"not_found", "failed", "already_present", "already_restored", "already_absent", "changed_since"}
+)
 
 
 async def list_operations(journal: Journal, limit: int, cursor: str | None) -> OperationsPage:
@@ -30,7 +32,7 @@ def summary(record: OperationRecord) -> OperationSummary:
     return OperationSummary(
         operation_id=record.operation_id,
         time=record.started_at.isoformat(timespec="seconds"),
-        kind=record.kind.value,  # type: ignore[arg-type]
+        kind=record.kind.value,
         outcome=record.outcome or "not_closed",
         counts=dict(record.counts),
         restorable=any(n and status not in _NOTHING_TO_UNDO for status, n in record.counts.items()),
@@ -43,20 +45,28 @@ async def operation_detail(journal: Journal, operation_id: str, page: int) -> st
     """One operation and a page of its entries as JSON, sized to pass any MCP transport."""
     record = await journal.operation(operation_id)
     if record is None:
-        raise InvalidArgument(f"No journaled operation {operation_id!r} on this PBX; list_operations shows them.")
+        raise InvalidArgument(
+            f"No journaled operation {operation_id!r} on this PBX; list_operations shows them."
+        )
     if page < 1:
         raise InvalidArgument("page starts at 1.")
     items = await journal.items(operation_id, offset=(page - 1) * ITEMS_PER_PAGE, limit=ITEMS_PER_PAGE + 1)
     document: dict[str, Any] = summary(record).model_dump()
     document["page"] = page
     document["items"] = [_item(i) for i in items[:ITEMS_PER_PAGE]]
-    document["next_page"] = f"{operation_uri(operation_id)}?page={page + 1}" if len(items) > ITEMS_PER_PAGE else None
+    document["next_page"] = (
+        f"{operation_uri(operation_id)}?page={page + 1}" if len(items) > ITEMS_PER_PAGE else None
+    )
     return json.dumps(document, ensure_ascii=True, indent=1)
 
 
 def _item(item: ItemRecord) -> dict[str, Any]:
     def image(entry: Any) -> dict[str, Any] | None:
-        return None if entry is None else {"id": entry.id, "caller_id": entry.caller_id, "description": entry.description}
+        return (
+            None
+            if entry is None
+            else {"id": entry.id, "caller_id": entry.caller_id, "description": entry.description}
+        )
 
     return {
         "id": item.entry_id,

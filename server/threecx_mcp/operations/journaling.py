@@ -37,7 +37,9 @@ async def end(journal: Journal, operation_id: str, outcome: str, items: Sequence
     except JournalError as exc:
         reason = exc.message
     return [
-        f"The safety journal could not record how operation {operation_id} ended ({reason}). Its before-images "
-        "were journaled first, so restore_blacklist_numbers still undoes it; this result is the only record of "
-        "which entries changed."
+        (
+            f"The safety journal could not record how operation {operation_id} ended ({reason}). Its before-images "
+            "were journaled first, so restore_blacklist_numbers still undoes it; this result is the only record of "
+            "which entries changed."
+        )
     ]

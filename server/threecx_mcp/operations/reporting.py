@@ -36,7 +36,9 @@ def operation_uri(operation_id: str) -> str:
     return f"{OPERATION_URI_PREFIX}{operation_id}"
 
 
-def bounded_results(outcomes: Sequence[Listed], important: Callable[[Listed], bool]) -> tuple[list[Listed], int]:
+def bounded_results(
+    outcomes: Sequence[Listed], important: Callable[[Listed], bool]
+) -> tuple[list[Listed], int]:
     """The outcomes to list (in their order) and how many were left out: important ones have priority."""
     chosen: set[int] = set()
     budget = _LISTED_CHARACTERS
@@ -46,7 +48,10 @@ def bounded_results(outcomes: Sequence[Listed], important: Callable[[Listed], bo
                 break
             if important(outcome) is not wanted:
                 continue
-            size = 60 + sum(len(text or "") for text in (outcome.id, outcome.caller_id, outcome.description, outcome.reason))
+            size = 60 + sum(
+                len(text or "")
+                for text in (outcome.id, outcome.caller_id, outcome.description, outcome.reason)
+            )
             if size > budget:
                 continue
             budget -= size

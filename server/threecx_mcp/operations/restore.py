@@ -102,9 +102,9 @@ async def _targets(journal: Journal, operation_id: str | None, ids: Sequence[str
     # A restore is undone by its operation_id; by ids, what is put back is the state before the latest
     # change that was not itself a restore, so restoring by ids twice changes nothing the second time.
     latest = await journal.latest(ids, kinds=[k for k in OperationKind if k is not OperationKind.RESTORE])
-    missing = [i for i in ids if i not in latest]
-    if missing:
-        raise InvalidArgument(f"The journal has no earlier state of {_named(missing)}; nothing was changed.")
+    unknown = [i for i in ids if i not in latest]
+    if unknown:
+        raise InvalidArgument(f"The journal has no earlier state of {_named(unknown)}; nothing was changed.")
     unique: dict[tuple[str, EntryImage | None, EntryImage | None], ItemRecord] = {}
     for entry_id in ids:
         operation, item = latest[entry_id]
@@ -122,10 +122,11 @@ async def _plan(client: XapiClient, targets: Sequence[ItemRecord], overwrite: bo
     claimed: set[str] = set()  # caller IDs this restore will create, so two items never create one twice
     for position, item in enumerate(targets):
         step = _step(item, by_id, by_caller_id, overwrite)
-        if step.action == "create" and step.item.before is not None:
-            if step.item.before.caller_id in claimed:
+        target = step.item.before
+        if step.action == "create" and target is not None:
+            if target.caller_id in claimed:
                 step = replace(step, action=None, status="already_present")
-            claimed.add(step.item.before.caller_id)
+            claimed.add(target.caller_id)
         steps.append(step)
         if position % 500 == 499:
             await anyio.lowlevel.checkpoint()  # keep the event loop responsive on large restores
@@ -133,7 +134,10 @@ async def _plan(client: XapiClient, targets: Sequence[ItemRecord], overwrite: bo
 
 
 def _step(
-    item: ItemRecord, by_id: dict[str, BlacklistRecord], by_caller_id: dict[str, BlacklistRecord], overwrite: bool
+    item: ItemRecord,
+    by_id: dict[str, BlacklistRecord],
+    by_caller_id: dict[str, BlacklistRecord],
+    overwrite: bool,
 ) -> _Step:
     target, left = item.before, (item.after if item.after_known else None)
     where = _where(item)
@@ -146,7 +150,9 @@ def _step(
         return _Step(item, None, "changed_since", now, _changed(now))
     if now is None:
         if item.after is not None and not overwrite:  # updated by the operation, deleted by someone since
-            return _Step(item, None, "changed_since", None, "deleted since; pass overwrite=true to re-create it")
+            return _Step(
+                item, None, "changed_since", None, "deleted since; pass overwrite=true to re-create it"
+            )
         twin = by_caller_id.get(target.caller_id)
         if twin is not None:
             return _Step(item, None, "already_present", twin)
@@ -171,7 +177,9 @@ class _RestoreRun:
         fatal: PbxError | None = None
         for number, (step, planned) in enumerate(zip(self.actions, self.planned, strict=True)):
             if fatal is not None:
-                self._record(planned, "failed", None, f"not attempted after an earlier failure: {fatal.message}")
+                self._record(
+                    planned, "failed", None, f"not attempted after an earlier failure: {fatal.message}"
+                )
                 continue
             try:
                 current_id = await _apply(client, step)
@@ -182,7 +190,9 @@ class _RestoreRun:
                 continue
             self._record(planned, step.status, current_id, None)
             if (number + 1) % _PROGRESS_EVERY == 0 or number + 1 == len(self.actions):
-                await progress(number + 1, len(self.actions), f"restored {number + 1} of {len(self.actions)} entries")
+                await progress(
+                    number + 1, len(self.actions), f"restored {number + 1} of {len(self.actions)} entries"
+                )
 
     def _record(self, planned: ItemRecord, status: str, current_id: str | None, reason: str | None) -> None:
         after = planned.after
@@ -194,12 +204,21 @@ class _RestoreRun:
     def final_items(self) -> list[ItemRecord]:
         """Every planned item: done ones as they ended, the one in flight unknown, the rest not attempted."""
         rest = self.planned[len(self.done) :]
-        in_flight = [replace(item, status="unknown", reason="interrupted while the PBX had the request") for item in rest[:1]]
-        skipped = [replace(item, status="failed", reason="not attempted: the restore was interrupted") for item in rest[1:]]
+        in_flight = [
+            replace(item, status="unknown", reason="interrupted while the PBX had the request")
+            for item in rest[:1]
+        ]
+        skipped = [
+            replace(item, status="failed", reason="not attempted: the restore was interrupted")
+            for item in rest[1:]
+        ]
         return [*self.done, *in_flight, *skipped]
 
     def results(self) -> dict[int, tuple[ItemRecord, str | None]]:
-        return {id(step): (item, cid) for step, item, cid in zip(self.actions, self.done, self.current_ids)}
+        return {
+            id(step): (item, cid)
+            for step, item, cid in zip(self.actions, self.done, self.current_ids, strict=False)
+        }
 
 
 async def _apply(client: XapiClient, step: _Step) -> str | None:
@@ -247,7 +266,9 @@ def _result(
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
-    listed, omitted = bounded_results(outcomes, important=lambda o: o.status in ("failed", "unknown", "changed_since"))
+    listed, omitted = bounded_results(
+        outcomes, important=lambda o: o.status in ("failed", "unknown", "changed_since")
+    )
     summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(counts.items())) + "."
     if outcome == "nothing_to_do":
         summary = "Nothing to restore: " + summary
