@@ -54,6 +54,37 @@ async def test_stdio_session_against_the_pbx(sandbox: Sandbox, sandbox_url: str,
     assert "4" not in sandbox.entries and "5" not in sandbox.entries
 
 
+async def test_stdio_delivers_a_large_delete_and_the_journal_cli_reads_it(
+    sandbox: Sandbox, sandbox_url: str, tmp_path: Path
+) -> None:
+    ids = [sandbox.add(f"+1556{i:07d}", "note\u2028forged line " * 8)["Id"] for i in range(6_000)]
+    env = pbx_env(sandbox_url) | {"THREECX_JOURNAL": str(tmp_path / "journal.sqlite3")}
+    async with Client(StdioServerParameters(command=console_script(), env=env), mode="legacy") as client:
+        result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ids})
+    assert not result.is_error and result.structured_content is not None
+    operation_id = result.structured_content["operation_id"]
+    assert result.structured_content["deleted"] == 6_000 and not set(ids) & set(sandbox.entries)
+
+    def journal(*words: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [console_script(), "journal", *words],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+
+    listed = journal("list")
+    assert listed.returncode == 0 and operation_id in listed.stdout and "delete" in listed.stdout
+    shown = journal("show", operation_id)
+    assert shown.returncode == 0 and shown.stdout.count("\n") >= 6_000
+    assert "\\u2028" in shown.stdout and "\u2028" not in shown.stdout  # escaped, never a raw line break
+    exported = journal("export")
+    (record,) = [json.loads(line) for line in exported.stdout.split("\n") if line]
+    assert record["operation_id"] == operation_id and len(record["items"]) == 6_000
+
+
 async def test_stdio_sandbox_switch_through_env_needs_no_credentials() -> None:
     env = {"THREECX_SANDBOX": "true", "THREECX_JOURNAL": str(SUBPROCESS_JOURNAL)}
     params = StdioServerParameters(command=console_script(), args=["--read-only"], env=env)

@@ -34,7 +34,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="MCP server for the caller blacklist of a 3CX PBX. Settings come from THREECX_* "
         "environment variables (or a .env file); see README.md.",
     )
-    parser.add_argument("command", nargs="?", choices=("serve", "doctor", "journal"), default="serve")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=("serve", "doctor", "journal"),
+        default="serve",
+        help="serve (default), doctor (check the setup), or journal (read the safety journal; "
+        "see threecx-mcp journal --help)",
+    )
     parser.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="default: stdio")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
@@ -45,12 +52,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--read-only", action="store_true", help="register no write tools (THREECX_READ_ONLY=true)"
     )
     parser.add_argument("--version", action="version", version=f"threecx-mcp {__version__}")
-    return parser.parse_known_args(argv)[0] if _is_journal(argv) else parser.parse_args(argv)
-
-
-def _is_journal(argv: Sequence[str] | None) -> bool:
-    words = list(sys.argv[1:] if argv is None else argv)
-    return "journal" in words[:1]
+    return parser.parse_args(argv)
 
 
 SANDBOX_PBX_KEY = "sandbox"
@@ -126,20 +128,21 @@ def http_app(settings: Settings, factory: Callable[[], XapiClient], host: str) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="threecx-mcp: %(levelname)s %(message)s"
     )
     logging.getLogger("httpx2").setLevel(logging.WARNING)
+    if words[:1] == ["journal"]:  # its own arguments, parsed by journal_cli
+        return journal(words[1:])
+    args = parse_args(words)
     try:
         overrides = {k: True for k, on in (("sandbox", args.sandbox), ("read_only", args.read_only)) if on}
         settings = Settings.load(**overrides)
         if args.command == "doctor":
             return doctor(settings)
         if args.command == "journal":
-            words = list(sys.argv[1:] if argv is None else argv)[1:]
-            key = pbx_key(settings) if settings.sandbox or settings.url else None  # no PBX named: all of them
-            return journal_cli.main(words, settings.journal_path(), key)
+            return journal([])
         factory = client_factory(settings)
         if args.transport == "stdio":
             build_server(factory, journal_for(settings), read_only=settings.read_only).run("stdio")
@@ -158,6 +161,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = uvicorn.Config(app, log_level="warning", interface="asgi3")
     uvicorn.Server(config).run(sockets=[listener])
     return 0
+
+
+def journal(words: Sequence[str]) -> int:
+    """`threecx-mcp journal …`: this PBX's operations when one is configured, else every PBX's."""
+    try:
+        settings = Settings.load()
+        key = pbx_key(settings) if settings.sandbox or settings.url else None
+    except ConfigError as exc:
+        print(f"threecx-mcp: {exc.user_message()}", file=sys.stderr)
+        return 2
+    return journal_cli.main(words, settings.journal_path(), key)
 
 
 def bind(host: str, port: int) -> socket.socket:

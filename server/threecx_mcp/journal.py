@@ -72,6 +72,15 @@ class EntryImage:
     description: str | None
 
 
+def image_document(image: EntryImage | None) -> dict[str, str | None] | None:
+    """An image as JSON-ready data (export, the operation resource): the one place its shape is spelled."""
+    return (
+        None
+        if image is None
+        else {"id": image.id, "caller_id": image.caller_id, "description": image.description}
+    )
+
+
 @dataclass(frozen=True)
 class ItemRecord:
     """One entry an operation touches: its image before and after, and what happened to it.
@@ -100,6 +109,16 @@ class ItemRecord:
             return self.before.id
         assert self.after is not None  # __post_init__ guarantees one of the two
         return self.after.id
+
+    def document(self) -> dict[str, object]:
+        """The item as JSON-ready data, as export and the operation resource show it."""
+        return {
+            "id": self.entry_id,
+            "status": self.status,
+            "reason": self.reason,
+            "before": image_document(self.before),
+            "after": image_document(self.after) if self.after_known else "unknown",
+        }
 
 
 @dataclass(frozen=True)

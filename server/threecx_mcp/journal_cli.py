@@ -181,13 +181,6 @@ async def _export(journal: Journal, out: TextIO) -> None:
 
 
 def _document(record: OperationRecord, items: Sequence[ItemRecord]) -> dict[str, Any]:
-    def image(entry: EntryImage | None) -> dict[str, Any] | None:
-        return (
-            None
-            if entry is None
-            else {"id": entry.id, "caller_id": entry.caller_id, "description": entry.description}
-        )
-
     return {
         "operation_id": record.operation_id,
         "pbx": record.pbx,
@@ -197,16 +190,7 @@ def _document(record: OperationRecord, items: Sequence[ItemRecord]) -> dict[str,
         "outcome": record.outcome,
         "undoes": record.undoes,
         "counts": record.counts,
-        "items": [
-            {
-                "before": image(item.before),
-                "after": image(item.after),
-                "after_known": item.after_known,
-                "status": item.status,
-                "reason": item.reason,
-            }
-            for item in items
-        ],
+        "items": [item.document() for item in items],
     }
 
 

@@ -154,26 +154,17 @@ async def update_entry(
         ) from None
     warnings = await end(journal, operation_id, "completed", [_final(item, "updated")])
     try:
-        after = await get_entry(client, entry_id)
+        stored, read_back = await get_entry(client, entry_id), True
     except (PbxError, InvalidArgument) as exc:
-        why = exc.user_message()
-        warnings.append(f"The change was applied, but reading the entry back failed: {why}")
-        changed = [f for f in ("caller_id", "description") if getattr(intended, f) != getattr(before, f)]
-        return UpdateResult(
-            operation_id=operation_id,
-            entry=intended,
-            previous=before,
-            changed_fields=changed,  # type: ignore[arg-type]
-            read_back=False,
-            notes=notes,
-            warnings=warnings,
-        )
-    changed = [f for f in ("caller_id", "description") if getattr(after, f) != getattr(before, f)]
+        warnings.append(f"The change was applied, but reading the entry back failed: {exc.user_message()}")
+        stored, read_back = intended, False
+    changed = [f for f in ("caller_id", "description") if getattr(stored, f) != getattr(before, f)]
     return UpdateResult(
         operation_id=operation_id,
-        entry=after,
+        entry=stored,
         previous=before,
         changed_fields=changed,  # type: ignore[arg-type]
+        read_back=read_back,
         notes=notes,
         warnings=warnings,
     )

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ..errors import InvalidArgument
-from ..journal import ItemRecord, Journal, OperationRecord
+from ..journal import Journal, OperationRecord
 from ..models import OperationsPage, OperationSummary
 from .reporting import operation_uri
 
@@ -53,25 +53,8 @@ async def operation_detail(journal: Journal, operation_id: str, page: int) -> st
     items = await journal.items(operation_id, offset=(page - 1) * ITEMS_PER_PAGE, limit=ITEMS_PER_PAGE + 1)
     document: dict[str, Any] = summary(record).model_dump()
     document["page"] = page
-    document["items"] = [_item(i) for i in items[:ITEMS_PER_PAGE]]
+    document["items"] = [i.document() for i in items[:ITEMS_PER_PAGE]]
     document["next_page"] = (
         f"{operation_uri(operation_id)}?page={page + 1}" if len(items) > ITEMS_PER_PAGE else None
     )
     return json.dumps(document, ensure_ascii=True, indent=1)
-
-
-def _item(item: ItemRecord) -> dict[str, Any]:
-    def image(entry: Any) -> dict[str, Any] | None:
-        return (
-            None
-            if entry is None
-            else {"id": entry.id, "caller_id": entry.caller_id, "description": entry.description}
-        )
-
-    return {
-        "id": item.entry_id,
-        "status": item.status,
-        "before": image(item.before),
-        "after": image(item.after) if item.after_known else "unknown",
-        "reason": item.reason,
-    }
