@@ -80,3 +80,8 @@ def test_query_round_trips_any_values(options: dict[str, str]) -> None:
     text = odata.query(options)
     assert " " not in text and "+" not in text and "#" not in text
     assert dict(parse_qsl(text, keep_blank_values=True)) == options
+
+
+@given(st.text(max_size=40) | st.from_regex(r"[A-Za-z0-9]{1,12}", fullmatch=True))
+def test_encoded_length_is_the_length_query_encodes(value: str) -> None:
+    assert odata.encoded_length(value) == len(odata.query({"": value})) - 1  # less the "="

@@ -415,3 +415,17 @@ async def test_bulk_delete_reports_progress_per_chunk(
     assert result.structured_content["deleted"] == 1_200  # type: ignore[index]
     assert [(d, t) for d, t, _ in seen] == [(1, 3), (2, 3), (3, 3)]
     assert seen[-1][2] == "sent 3 of 3 delete requests"
+
+
+async def test_hostile_sizes_cannot_push_the_structured_result_past_its_bound(
+    mcp: Client, sandbox: Sandbox
+) -> None:
+    """1,000-emoji ids travel as 12,000 JSON characters each (escaped): the listing stops at the size cap."""
+    ids = ["\U0001f600" * 1_000 + str(i) for i in range(100)]
+    raw = await mcp.call_tool("bulk_delete_blacklist_numbers", {"ids": ids, "dry_run": True})
+    assert not raw.is_error and raw.structured_content is not None
+    assert raw.structured_content["not_found"] == 100
+    assert len(json.dumps(raw.structured_content)) < 256 * 1024
+    listed = raw.structured_content["results"]
+    assert 0 < len(listed) < 100 and raw.structured_content["omitted"] == 100 - len(listed)
+    assert len(raw.content[0].text.encode()) <= 16 * 1024  # type: ignore[union-attr]

@@ -300,7 +300,7 @@ class XapiClient:
         batches: list[list[str]] = []
         length = 0
         for key in keys:
-            cost = len(odata.query({"": odata.string_literal(key) + ","})) + overhead
+            cost = odata.encoded_length(odata.string_literal(key) + ",") + overhead
             if batches and len(batches[-1]) < size and length + cost <= _QUERY_BUDGET:
                 batches[-1].append(key)
                 length += cost

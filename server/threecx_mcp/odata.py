@@ -7,6 +7,7 @@ its batched lookups from these numbers instead of discovering the limit by faili
 
 from __future__ import annotations
 
+import string
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -20,6 +21,8 @@ _OPERATOR_NODES = 1
 # unencoded. Everything else that is not unreserved, notably space, `+`, `&`, `=`, `#` and `%`,
 # is percent-encoded, so a value can never end an option or start a new one.
 _QUERY_SAFE = "$'(),"
+# Deletes what quote() leaves alone (letters, digits, "_.-~" and _QUERY_SAFE): what remains is encoded.
+_KEPT_AS_IS = str.maketrans(dict.fromkeys(string.ascii_letters + string.digits + "_.-~" + _QUERY_SAFE))
 
 
 def string_literal(value: str) -> str:
@@ -51,6 +54,14 @@ def query(options: Mapping[str, str]) -> str:
     return "&".join(
         f"{quote(name, safe='$')}={quote(value, safe=_QUERY_SAFE)}" for name, value in options.items()
     )
+
+
+def encoded_length(value: str) -> int:
+    """How long `value` is once `query()` has encoded it; cheap for plain keys, which are most of them
+    (sizing 10,000 lookups must not hold up the event loop)."""
+    if value.isascii():  # every character stays as it is or becomes one %XX
+        return len(value) + 2 * len(value.translate(_KEPT_AS_IS))
+    return len(quote(value, safe=_QUERY_SAFE))
 
 
 @dataclass(frozen=True)

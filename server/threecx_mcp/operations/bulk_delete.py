@@ -19,7 +19,7 @@ from ..journal import EntryImage, ItemRecord, Journal, OperationKind
 from ..models import BulkDeleteResult, DeleteOutcome
 from .journaling import begin, end
 from .outcomes import FATAL
-from .reporting import bounded_results, operation_uri
+from .reporting import Row, bounded_rows, counts, operation_uri, yielding
 
 BULK_CHUNK_SIZE = 500
 
@@ -42,10 +42,10 @@ async def bulk_delete(
     present = [i for i in ids if i in before]
     if dry_run:
         statuses = {i: "would_delete" if i in before else "not_found" for i in ids}
-        return summarise(ids, before, statuses, {}, "dry_run", None, [])
+        return await summarise(ids, before, statuses, {}, "dry_run", None, [])
     if not present:
-        return summarise(ids, before, dict.fromkeys(ids, "not_found"), {}, "completed", None, [])
-    items = [ItemRecord(before=_image(before[i]), after=None) for i in present]
+        return await summarise(ids, before, dict.fromkeys(ids, "not_found"), {}, "completed", None, [])
+    items = [ItemRecord(before=_image(before[i]), after=None) async for i in yielding(present)]
     operation_id = await begin(journal, OperationKind.DELETE, items)
     run = _BulkRun(present, progress)
     try:
@@ -60,7 +60,7 @@ async def bulk_delete(
     outcome = "partial" if any(s in ("failed", "unknown") for s in run.statuses.values()) else "completed"
     warnings = await end(journal, operation_id, outcome, run.final_items(items))
     statuses = {i: run.statuses.get(i, "not_found") for i in ids}
-    return summarise(ids, before, statuses, run.reasons, outcome, operation_id, warnings)
+    return await summarise(ids, before, statuses, run.reasons, outcome, operation_id, warnings)
 
 
 @dataclass
@@ -143,7 +143,7 @@ class _BulkRun:
         ]
 
 
-def summarise(
+async def summarise(
     ids: Sequence[str],
     before: dict[str, BlacklistRecord],
     statuses: dict[str, str],
@@ -152,25 +152,20 @@ def summarise(
     operation_id: str | None,
     warnings: list[str],
 ) -> BulkDeleteResult:
-    counts = {
-        s: sum(1 for i in ids if statuses[i] == s) for s in ("deleted", "not_found", "failed", "unknown")
-    }
-    would_delete = sum(1 for i in ids if statuses[i] == "would_delete")
-    outcomes = [_outcome(i, before.get(i), statuses[i], reasons.get(i)) for i in ids]
-    listed, omitted = bounded_results(
-        outcomes, important=lambda o: o.status not in ("deleted", "would_delete")
-    )
+    rows = [_row(i, before.get(i), statuses[i], reasons.get(i)) async for i in yielding(ids)]
+    tally = counts(rows)
+    counted = {s: tally.get(s, 0) for s in ("deleted", "not_found", "failed", "unknown")}
+    would_delete = tally.get("would_delete", 0)
+    listed, omitted = bounded_rows(rows, important=("not_found", "failed", "unknown"))
     if outcome == "dry_run":
-        summary = (
-            f"Dry run: {would_delete} would be deleted, {counts['not_found']} not found; nothing was deleted."
-        )
+        summary = f"Dry run: {would_delete} would be deleted, {counted['not_found']} not found; nothing was deleted."
     else:
         summary = (
-            f"{counts['deleted']} deleted, {counts['not_found']} not found, {counts['failed']} failed"
-            + (f", {counts['unknown']} unknown" if counts["unknown"] else "")
+            f"{counted['deleted']} deleted, {counted['not_found']} not found, {counted['failed']} failed"
+            + (f", {counted['unknown']} unknown" if counted["unknown"] else "")
             + f" of {len(ids)} requested."
         )
-        if counts["failed"] or counts["unknown"]:
+        if counted["failed"] or counted["unknown"]:
             summary += " See each result's reason; nothing reported deleted still exists."
     return BulkDeleteResult(
         operation_id=operation_id,
@@ -178,11 +173,20 @@ def summarise(
         summary=summary,
         requested=len(ids),
         would_delete=would_delete,
-        results=listed,
+        results=[
+            DeleteOutcome(
+                id=r.id,
+                status=r.status,  # type: ignore[arg-type]
+                caller_id=r.caller_id,
+                description=r.description,
+                reason=r.reason,
+            )
+            for r in listed
+        ],
         omitted=omitted,
         details=operation_uri(operation_id) if operation_id else None,
         warnings=warnings,
-        **counts,
+        **counted,
     )
 
 
@@ -199,14 +203,10 @@ def declined(ids: Sequence[str]) -> BulkDeleteResult:
     )
 
 
-def _outcome(entry_id: str, record: BlacklistRecord | None, status: str, reason: str | None) -> DeleteOutcome:
-    return DeleteOutcome(
-        id=entry_id,
-        status=status,  # type: ignore[arg-type]
-        caller_id=record.caller_id if record else None,
-        description=(record.description or None) if record else None,
-        reason=reason,
-    )
+def _row(entry_id: str, record: BlacklistRecord | None, status: str, reason: str | None) -> Row:
+    if record is None:
+        return Row(entry_id, status, None, None, reason)
+    return Row(entry_id, status, record.caller_id, record.description or None, reason)
 
 
 def _image(record: BlacklistRecord) -> EntryImage:

@@ -8,53 +8,73 @@ and names the MCP resource that holds every entry's detail.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio.lowlevel
 
 from ..models import MAX_LISTED_RESULTS
 
-# Characters of listed results at most (ids, caller IDs, descriptions and reasons can each be long).
-_LISTED_CHARACTERS = 150_000
+# JSON characters of listed results at most, counted as they travel (non-ASCII escaped): ids, caller IDs,
+# descriptions and reasons can each be long, and a lying PBX may send anything.
+_LISTED_JSON_CHARACTERS = 150_000
+_ROW_OVERHEAD = 120  # field names and punctuation of one listed result
 OPERATION_URI_PREFIX = "threecx://operations/"
+_STRIDE = 500  # items handled between two chances for the event loop to run other tasks
+
+_T = TypeVar("_T")
 
 
-class _Listed(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def caller_id(self) -> str | None: ...
-    @property
-    def description(self) -> str | None: ...
-    @property
-    def reason(self) -> str | None: ...
+async def yielding(items: Iterable[_T]) -> AsyncIterator[_T]:
+    """The items, letting the event loop run other tasks every few hundred: an operation over 10,000
+    entries must not hold up other clients' calls (or the server's own progress and pings)."""
+    for position, item in enumerate(items):
+        if position % _STRIDE == _STRIDE - 1:
+            await anyio.lowlevel.checkpoint()
+        yield item
 
 
-Listed = TypeVar("Listed", bound=_Listed)
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One entry's outcome, cheap to make for every id; only the listed ones become output models."""
+
+    id: str
+    status: str
+    caller_id: str | None
+    description: str | None
+    reason: str | None = None
+    current_id: str | None = None
 
 
 def operation_uri(operation_id: str) -> str:
     return f"{OPERATION_URI_PREFIX}{operation_id}"
 
 
-def bounded_results(
-    outcomes: Sequence[Listed], important: Callable[[Listed], bool]
-) -> tuple[list[Listed], int]:
-    """The outcomes to list (in their order) and how many were left out: important ones have priority."""
+def counts(rows: Sequence[Row]) -> dict[str, int]:
+    return dict(Counter(row.status for row in rows))
+
+
+def bounded_rows(rows: Sequence[Row], important: Collection[str]) -> tuple[list[Row], int]:
+    """The rows to list (in their order) and how many were left out: rows whose status is important
+    come first, then the others, up to a count and a size."""
     chosen: set[int] = set()
-    budget = _LISTED_CHARACTERS
+    budget = _LISTED_JSON_CHARACTERS
     for wanted in (True, False):
-        for position, outcome in enumerate(outcomes):
+        for position, row in enumerate(rows):
             if len(chosen) == MAX_LISTED_RESULTS:
                 break
-            if important(outcome) is not wanted:
+            if (row.status in important) is not wanted:
                 continue
-            size = 60 + sum(
-                len(text or "")
-                for text in (outcome.id, outcome.caller_id, outcome.description, outcome.reason)
+            size = _ROW_OVERHEAD + sum(
+                len(json.dumps(text))
+                for text in (row.id, row.caller_id, row.description, row.reason, row.current_id)
             )
             if size > budget:
                 continue
             budget -= size
             chosen.add(position)
-    listed = [outcome for position, outcome in enumerate(outcomes) if position in chosen]
-    return listed, len(outcomes) - len(listed)
+    listed = [row for position, row in enumerate(rows) if position in chosen]
+    return listed, len(rows) - len(listed)

@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import anyio.lowlevel
-
 from ..client import BlacklistRecord, XapiClient
 from ..display import quoted
 from ..errors import InvalidArgument, NotFound, PbxError
@@ -22,7 +20,7 @@ from ..models import RestoreOutcome, RestoreResult
 from .bulk_delete import ProgressFn, no_progress
 from .journaling import begin, end
 from .outcomes import FATAL, REFUSED
-from .reporting import bounded_results, operation_uri
+from .reporting import Row, bounded_rows, counts, operation_uri, yielding
 
 _MAX_NAMED_IDS = 20
 _PROGRESS_EVERY = 50
@@ -65,8 +63,8 @@ async def restore(
     steps = await _plan(client, targets, overwrite)
     actions = [s for s in steps if s.action is not None]
     if not actions:
-        return _result(steps, {}, None, operation_id, "nothing_to_do", [])
-    planned = [s.journal_item() for s in actions]
+        return await _result(steps, {}, None, operation_id, "nothing_to_do", [])
+    planned = [s.journal_item() async for s in yielding(actions)]
     restore_id = await begin(journal, OperationKind.RESTORE, planned, undoes=operation_id)
     run = _RestoreRun(actions, planned)
     try:
@@ -76,7 +74,7 @@ async def restore(
         raise
     outcome = "partial" if any(item.status in ("failed", "unknown") for item in run.done) else "completed"
     warnings = await end(journal, restore_id, outcome, run.final_items())
-    return _result(steps, run.results(), restore_id, operation_id, outcome, warnings)
+    return await _result(steps, run.results(), restore_id, operation_id, outcome, warnings)
 
 
 async def _targets(journal: Journal, operation_id: str | None, ids: Sequence[str] | None) -> list[ItemRecord]:
@@ -106,7 +104,7 @@ async def _targets(journal: Journal, operation_id: str | None, ids: Sequence[str
     if unknown:
         raise InvalidArgument(f"The journal has no earlier state of {_named(unknown)}; nothing was changed.")
     unique: dict[tuple[str, EntryImage | None, EntryImage | None], ItemRecord] = {}
-    for entry_id in ids:
+    async for entry_id in yielding(ids):
         operation, item = latest[entry_id]
         unique.setdefault((operation.operation_id, item.before, item.after), item)
     return list(unique.values())
@@ -120,7 +118,7 @@ async def _plan(client: XapiClient, targets: Sequence[ItemRecord], overwrite: bo
     by_caller_id = await client.find_by_caller_ids(caller_ids) if caller_ids else {}
     steps = []
     claimed: set[str] = set()  # caller IDs this restore will create, so two items never create one twice
-    for position, item in enumerate(targets):
+    async for item in yielding(targets):
         step = _step(item, by_id, by_caller_id, overwrite)
         target = step.item.before
         if step.action == "create" and target is not None:
@@ -128,8 +126,6 @@ async def _plan(client: XapiClient, targets: Sequence[ItemRecord], overwrite: bo
                 step = replace(step, action=None, status="already_present")
             claimed.add(target.caller_id)
         steps.append(step)
-        if position % 500 == 499:
-            await anyio.lowlevel.checkpoint()  # keep the event loop responsive on large restores
     return steps
 
 
@@ -236,7 +232,7 @@ async def _apply(client: XapiClient, step: _Step) -> str | None:
     return None
 
 
-def _result(
+async def _result(
     steps: Sequence[_Step],
     applied: dict[int, tuple[ItemRecord, str | None]],
     restore_id: str | None,
@@ -244,8 +240,8 @@ def _result(
     outcome: str,
     warnings: list[str],
 ) -> RestoreResult:
-    outcomes = []
-    for step in steps:
+    rows = []
+    async for step in yielding(steps):
         shown = step.item.before or step.item.after
         assert shown is not None
         status, current_id, reason = step.status, (step.current.id if step.current else None), step.reason
@@ -253,23 +249,10 @@ def _result(
             record, new_id = applied[id(step)]
             status, reason = record.status, record.reason
             current_id = new_id if step.action != "delete" else None
-        outcomes.append(
-            RestoreOutcome(
-                id=step.item.entry_id,
-                status=status,  # type: ignore[arg-type]
-                caller_id=shown.caller_id,
-                description=shown.description,
-                current_id=current_id,
-                reason=reason,
-            )
-        )
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
-    listed, omitted = bounded_results(
-        outcomes, important=lambda o: o.status in ("failed", "unknown", "changed_since")
-    )
-    summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(counts.items())) + "."
+        rows.append(Row(step.item.entry_id, status, shown.caller_id, shown.description, reason, current_id))
+    tally = counts(rows)
+    listed, omitted = bounded_rows(rows, important=("failed", "unknown", "changed_since"))
+    summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(tally.items())) + "."
     if outcome == "nothing_to_do":
         summary = "Nothing to restore: " + summary
     return RestoreResult(
@@ -277,8 +260,18 @@ def _result(
         undoes=undoes,
         outcome=outcome,  # type: ignore[arg-type]
         summary=summary,
-        counts=counts,
-        results=listed,
+        counts=tally,
+        results=[
+            RestoreOutcome(
+                id=r.id,
+                status=r.status,  # type: ignore[arg-type]
+                caller_id=r.caller_id or "",
+                description=r.description,
+                current_id=r.current_id,
+                reason=r.reason,
+            )
+            for r in listed
+        ],
         omitted=omitted,
         details=operation_uri(restore_id) if restore_id else None,
         warnings=warnings,
