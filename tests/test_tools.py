@@ -420,8 +420,8 @@ async def test_bulk_delete_reports_progress_per_chunk(
 async def test_hostile_sizes_cannot_push_the_structured_result_past_its_bound(
     mcp: Client, sandbox: Sandbox
 ) -> None:
-    """1,000-emoji ids travel as 12,000 JSON characters each (escaped): the listing stops at the size cap."""
-    ids = ["\U0001f600" * 1_000 + str(i) for i in range(100)]
+    """990-emoji ids travel as 11,880 JSON characters each (escaped): the listing stops at the size cap."""
+    ids = ["\U0001f600" * 990 + str(i) for i in range(100)]
     raw = await mcp.call_tool("bulk_delete_blacklist_numbers", {"ids": ids, "dry_run": True})
     assert not raw.is_error and raw.structured_content is not None
     assert raw.structured_content["not_found"] == 100
