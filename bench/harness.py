@@ -18,7 +18,7 @@ from threecx_mcp.cli import client_factory, http_app
 from threecx_mcp.config import Settings
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 
-BENCH_TOKEN = "bench-bearer-token"
+BENCH_TOKEN = "bench-bearer-token-0123456789-abcdefghij"
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any, Literal, Self
 
 import anyio
 import httpx2
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from . import __version__, odata
 from .auth import ClientCredentialsAuth
@@ -28,12 +28,11 @@ from .errors import (
     InvalidArgument,
     InvalidRequest,
     PbxError,
-    PbxServerError,
-    PbxUnreachable,
     RateLimited,
     UnexpectedResponse,
 )
-from .http_errors import error_from_response, error_from_transport, unexpected_body
+from .http_errors import TRANSIENT_STATUSES, error_from_response, error_from_transport, unexpected_body
+from .token_store import TokenFile
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +63,19 @@ class BlacklistRecord(BaseModel):
     id: str = Field(alias="Id")
     caller_id: str = Field(alias="CallerId")
     description: str | None = Field(default=None, alias="Description")
+
+    @field_validator("id", "caller_id", "description", mode="after")
+    @classmethod
+    def _valid_unicode(cls, text: str | None) -> str | None:
+        """A PBX may send a lone UTF-16 surrogate (`\\ud800` in its JSON): not text, and it could be
+        neither journaled nor shown. It becomes U+FFFD; no real caller ID holds one."""
+        if text is None or text.isascii():
+            return text
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return text
 
 
 KeyProperty = Literal["Id", "CallerId"]
@@ -114,13 +126,21 @@ class RetryPolicy:
     max_delay: float = 8.0
     max_total: float = 30.0
 
-    def delay(self, attempt: int, retry_after: float | None) -> float:
+    def pause(self, attempt: int, retry_after: float | None, elapsed: float) -> float | None:
+        """Seconds to wait before attempt `attempt + 1`, or None when the budget is spent.
+
+        A `Retry-After` the budget cannot honour (beyond `max_delay`, or past `max_total`) ends the
+        retries at once: sleeping less than the PBX asked would only be refused again.
+        """
+        if attempt + 1 >= self.attempts:
+            return None
         if retry_after is not None:
-            return min(retry_after, self.max_delay)
-        return min(self.base_delay * 2.0**attempt, self.max_delay) * (0.5 + random.random() / 2)
-
-
-_TRANSIENT_STATUSES = frozenset({502, 503, 504})
+            if retry_after > self.max_delay:
+                return None
+            delay = retry_after
+        else:
+            delay = min(self.base_delay * 2.0**attempt, self.max_delay) * (0.5 + random.random() / 2)
+        return None if elapsed + delay > self.max_total else delay
 
 
 class XapiClient:
@@ -140,7 +160,10 @@ class XapiClient:
         verify: Any = True,
         retry: RetryPolicy = RetryPolicy(),
         transport: httpx2.AsyncBaseTransport | None = None,
+        token_file: TokenFile | None = None,
     ) -> None:
+        """`token_file` shares the access token with this machine's other processes on the same API
+        client (see `token_store`); None keeps it to this process."""
         self.endpoint = endpoint
         self.retry = retry
         self._http = httpx2.AsyncClient(
@@ -150,7 +173,9 @@ class XapiClient:
             headers={"User-Agent": f"threecx-mcp/{__version__}", "Accept": "application/json"},
             follow_redirects=False,
         )
-        self.auth = ClientCredentialsAuth(endpoint.token_url, client_id, client_secret, self._post_form)
+        self.auth = ClientCredentialsAuth(
+            endpoint.token_url, client_id, client_secret, self._post_form, retry=retry, shared=token_file
+        )
         self.uses_in = True
         self.or_batch = odata.max_or_chain(odata.eq("Id", ""), NODE_LIMIT)
         self.page_cap: int | None = None
@@ -265,6 +290,7 @@ class XapiClient:
         if clauses:
             options["$filter"] = odata.all_of(clauses).text
         answer = await self._collection(options)
+        _check_page(answer.records, terms, after)
         return BlacklistPage(answer.records, answer.count)
 
     # -- lookups by key ---------------------------------------------------------------------
@@ -331,9 +357,16 @@ class XapiClient:
                 queue.extendleft([keys[len(keys) // 2 :], keys[: len(keys) // 2]])
                 continue
             asked = set(keys)
+            folded = {k.casefold() for k in keys}  # a PBX's collation may compare caller IDs ignoring case
             for record in answer.records:
                 if key_of(record) in asked:
                     found.setdefault(key_of(record), record)
+                elif key_of(record).casefold() not in folded:
+                    raise UnexpectedResponse(
+                        f"The PBX answered a lookup of {len(keys)} {prop} value(s) with an entry that was not "
+                        "asked for: it ignored the filter, so which entries exist cannot be told from it.",
+                        hint=_INCONSISTENT_HINT,
+                    )
             unseen = [k for k in keys if k not in found]
             progress = len(unseen) < len(keys)
             if not unseen or answer.complete(len(keys), self.next_links):
@@ -448,22 +481,18 @@ class XapiClient:
                 error: PbxError = error_from_transport(exc, self.endpoint.origin)
                 request_sent = not isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout)
                 retryable = idempotent or not request_sent
-            except PbxError as exc:  # from minting a token
-                error, retryable = (
-                    exc,
-                    isinstance(exc, RateLimited | PbxUnreachable)
-                    or (isinstance(exc, PbxServerError) and exc.status in _TRANSIENT_STATUSES),
-                )
+            except PbxError as exc:  # from auth: a mint already retried by the one caller that minted
+                error, retryable = exc, False
             else:
                 if response.is_success:
                     return response
                 error = error_from_response(response)
                 retryable = response.status_code == 429 or (
-                    idempotent and response.status_code in _TRANSIENT_STATUSES
+                    idempotent and response.status_code in TRANSIENT_STATUSES
                 )
-            delay = self.retry.delay(attempt, getattr(error, "retry_after", None))
-            out_of_time = time.monotonic() - started + delay > self.retry.max_total
-            if not retryable or attempt + 1 == self.retry.attempts or out_of_time:
+            retry_after = error.retry_after if isinstance(error, RateLimited) else None
+            delay = self.retry.pause(attempt, retry_after, time.monotonic() - started)
+            if not retryable or delay is None:
                 raise error
             what = path.split("(")[0]  # the entity set, never a key
             log.warning(
@@ -486,6 +515,33 @@ def _json(response: httpx2.Response, expected: str) -> Any:
         return response.json()
     except ValueError:
         raise unexpected_body(response, expected) from None
+
+
+def _check_page(
+    records: Sequence[BlacklistRecord], terms: Sequence[str], after: tuple[str, str] | None
+) -> None:
+    """A page must hold only what was asked for: a PBX (or a proxy) that drops `$filter` would turn a
+    search into the whole blacklist, and a keyset page into the first page again, forever.
+
+    Matching is checked only where Python and the PBX surely agree (ASCII terms; the keyset's own
+    entry coming back), so a PBX's collation cannot make a correct page look wrong.
+    """
+    plain = [t.lower() for t in terms if t.isascii()]
+    for record in records:
+        if after is not None and (record.caller_id, record.id) == after:
+            raise UnexpectedResponse(
+                "The PBX sent the entry a page should start after again: it ignored the filter, so the "
+                "listing cannot go on.",
+                hint=_INCONSISTENT_HINT,
+            )
+        if plain and len(plain) == len(terms):
+            text = f"{record.caller_id}\n{record.description or ''}".lower()
+            if not any(term in text for term in plain):
+                raise UnexpectedResponse(
+                    f"The PBX answered a search with entry {record.id!r}, which does not contain what was "
+                    "searched for: it ignored the filter, so its answer cannot be shown as the matches.",
+                    hint=_INCONSISTENT_HINT,
+                )
 
 
 def _record(response: httpx2.Response) -> BlacklistRecord:

@@ -7,6 +7,7 @@ these classes is `http_errors`' job, so that this module needs no HTTP library.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -18,6 +19,16 @@ def shorten(text: str, limit: int = _PBX_TEXT_LIMIT) -> str:
     """Untrusted text, squeezed onto one line and cut to a length a person reads."""
     flat = _CONTROL_CHARS.sub(" ", text).strip()
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def in_words(seconds: float) -> str:
+    """A wait as a person says it ("45 seconds", "60 minutes", "3 hours"), rounded up."""
+    whole = max(math.ceil(seconds), 0)
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if whole >= 2 * size or (unit == "minute" and whole >= 90):
+            count = math.ceil(whole / size)
+            return f"{count} {unit}s"
+    return "1 second" if whole == 1 else f"{whole} seconds"
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,35 @@ class AuthenticationFailed(PbxError):
     )
 
 
+class LoginPaused(AuthenticationFailed):
+    """A login was refused moments ago: this call fails without asking again, because every failed
+    login counts towards the PBX blocking this machine's IP."""
+
+    def __init__(self, refused: AuthenticationFailed, seconds_left: float) -> None:
+        super().__init__(
+            f"{refused.message} No new login is tried for {in_words(seconds_left)}, so that repeated "
+            "failed logins do not get this machine's IP blocked.",
+            status=refused.status,
+            code=refused.code,
+            pbx_message=refused.pbx_message,
+            details=refused.details,
+            hint=refused.hint,
+        )
+
+
+class TokenContention(AuthenticationFailed):
+    """A token minted a moment ago was refused although this API client's tokens have worked before:
+    the signature of another program logging in with the same API client (3CX keeps one live token
+    per API client, so each login ends the other's session)."""
+
+    hint = (
+        "Another program is probably using the same API client (THREECX_CLIENT_ID), and each login ends "
+        "the other's session. Give each program its own API client in the 3CX admin console "
+        '(Integrations > API). If nothing else uses it, check that the API client still has "3CX '
+        'Configuration API" access.'
+    )
+
+
 class PermissionDenied(PbxError):
     hint = (
         "The API client's role lacks rights for this: give it the System Owner role. "
@@ -139,6 +179,11 @@ class RateLimited(PbxError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.retry_after = retry_after
+        if retry_after is not None and "hint" not in kwargs:
+            # The PBX said how long; "a minute" would be wrong for a 60-minute wait.
+            self.hint = (
+                f"The PBX is throttling requests and asks to wait {in_words(retry_after)}; try again then."
+            )
 
 
 class PbxServerError(PbxError):

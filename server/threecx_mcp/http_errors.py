@@ -48,6 +48,10 @@ _CODE_CLASSES: tuple[tuple[str, type[PbxError], str], ...] = (
 )
 
 
+# A gateway, or the PBX itself, briefly unable to answer: worth another try when repeating is safe.
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait, from either form HTTP allows (delta-seconds or an HTTP-date)."""
     if value is None:

@@ -244,9 +244,13 @@ class Journal:
     def _open(self) -> sqlite3.Connection:
         from . import journal_legacy  # here, not at the top: journal_legacy builds on this module's records
 
-        _create_private_file(self.path)
+        path = (
+            self.path.resolve()
+        )  # a symlink (a synced folder, say) leads to the file, even one not made yet
+        _set_aside_legacy(path)
+        _create_private_file(path)
         connection = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+            path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
         )
         try:
             _journal_format(connection)  # before anything changes the file, which may be another program's
@@ -259,7 +263,7 @@ class Journal:
             with _transaction(connection):
                 if _journal_format(connection) < SCHEMA_VERSION:
                     _create_schema(connection)
-                after_commit = journal_legacy.import_once(connection, self.path)
+                after_commit = journal_legacy.import_once(connection, path)
                 pruned = _prune(connection, self.retention_days)
         except BaseException:
             connection.close()
@@ -477,6 +481,25 @@ def _refuse_special(mode: int) -> None:
     if not stat.S_ISREG(mode):
         kind = next((name for is_kind, name in _SPECIAL_FILES if is_kind(mode)), "a special file")
         raise JournalRefused(f"it is {kind}, not a regular file")
+
+
+def _set_aside_legacy(path: Path) -> None:
+    """0.1 let THREECX_JOURNAL name any file (`journal.log`): if that file is a 0.1 journal (JSON Lines),
+    move it beside, as `<name>.jsonl`, where the one-time import finds it, and make the new store here."""
+    try:
+        fd = open_regular_file(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    with os.fdopen(fd, "rb") as existing:
+        if existing.read(1) != b"{":
+            return  # a SQLite file (ours or not: _open tells), or something it will refuse by name
+    legacy = path.with_suffix(".jsonl")
+    if legacy.exists():
+        raise JournalRefused(
+            f"it is a 0.1 journal, and {legacy.name} beside it already exists: move one away"
+        )
+    os.rename(path, legacy)
+    logger.info("The 0.1 safety journal %s was moved to %s to be imported.", path, legacy)
 
 
 def _create_private_file(path: Path) -> None:

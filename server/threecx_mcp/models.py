@@ -28,6 +28,10 @@ def _clean_text(value: Any, what: str, max_length: int, *, allow_blank: bool = F
     text = str(value).strip()
     if not text and not allow_blank:
         raise ValueError(f"{what} must not be blank")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid Unicode text (it holds an unpaired surrogate)") from None
     if _CONTROL.search(text):
         raise ValueError(f"{what} must not contain control characters (newlines, tabs, NUL)")
     if len(text) > max_length:
@@ -240,6 +244,7 @@ RestoreStatus = Literal[
     "already_restored",
     "already_absent",
     "changed_since",
+    "nothing_to_undo",
     "failed",
     "unknown",
 ]

@@ -44,6 +44,9 @@ def _bulk_delete(result: BulkDeleteResult) -> str:
     lines = [result.summary]
     if result.operation_id:
         lines.append(f"operation_id: {result.operation_id} (restore_blacklist_numbers undoes it)")
+    # What must never be cut comes first: the safety net trims the end of an over-long text.
+    lines += _where_the_rest_is(result.omitted, result.details)
+    lines += [f"Warning: {w}" for w in result.warnings]
     problems = [r for r in result.results if r.status not in ("deleted", "would_delete")]
     lines += _listed(
         "Not deleted:",
@@ -61,8 +64,6 @@ def _bulk_delete(result: BulkDeleteResult) -> str:
         lines.append(
             f"{verb} caller IDs: {shown}" + (f" and {count - min(len(done), 20)} more" if count > 20 else "")
         )
-    lines += [f"Warning: {w}" for w in result.warnings]
-    lines += _where_the_rest_is(result.omitted, result.details)
     return "\n".join(lines)
 
 
@@ -70,6 +71,8 @@ def _restore(result: RestoreResult) -> str:
     lines = [result.summary]
     if result.operation_id:
         lines.append(f"operation_id: {result.operation_id} (restoring it undoes this restore)")
+    lines += _where_the_rest_is(result.omitted, result.details)
+    lines += [f"Warning: {w}" for w in result.warnings]
     attention = [r for r in result.results if r.status in ("failed", "unknown", "changed_since")]
     lines += _listed(
         "Needs attention:",
@@ -86,8 +89,6 @@ def _restore(result: RestoreResult) -> str:
             "Re-created with new ids: "
             + ", ".join(f"{quoted(r.caller_id, 40)} -> {quoted(r.current_id, 20)}" for r in recreated)
         )
-    lines += [f"Warning: {w}" for w in result.warnings]
-    lines += _where_the_rest_is(result.omitted, result.details)
     return "\n".join(lines)
 
 

@@ -15,11 +15,13 @@ from mcp.server.mcpserver import (
     MCPServer,
     Resolve,
 )
+from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
 from .client import XapiClient
 from .display import quoted
+from .errors import ThreeCXMcpError
 from .journal import Journal
 from .models import (
     AddResult,
@@ -246,7 +248,10 @@ async def list_operations(
 
 async def operation_resource(operation_id: str, ctx: Context, page: int = 1) -> str:
     """Every entry of one journaled operation (JSON, 500 entries a page; `next_page` names the next)."""
-    return await history.operation_detail(_journal(ctx), operation_id, page)
+    try:
+        return await history.operation_detail(_journal(ctx), operation_id, page)
+    except ThreeCXMcpError as exc:  # the reader gets our sentence, not the SDK's generic one
+        raise ResourceError(exc.user_message()) from None
 
 
 def register(server: MCPServer[AppState], *, read_only: bool) -> None:

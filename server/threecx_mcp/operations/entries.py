@@ -58,7 +58,8 @@ class _Cursor:
                 and (cursor_search is None or isinstance(cursor_search, str))
             ):
                 raise ValueError
-        except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
+            "".join([*after, cursor_search or ""]).encode("utf-8")  # unpaired surrogates: not ours
+        except (ValueError, KeyError, TypeError, binascii.Error, RecursionError, UnicodeError):
             raise InvalidArgument(
                 "cursor is not one this server issued; omit it to start from the first page."
             ) from None
@@ -84,7 +85,8 @@ async def list_entries(
         more = page.remaining > len(records)
         total: int | None = seen + page.remaining
     else:
-        more, total = len(records) == limit, None
+        # No count: a short page may only be the PBX's own page cap, so only an empty page ends a listing.
+        more, total = bool(records), None
     next_cursor = None
     if more and records:
         next_cursor = _Cursor(search, (records[-1].caller_id, records[-1].id), seen + len(records)).encode()

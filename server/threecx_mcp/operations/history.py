@@ -8,13 +8,11 @@ from typing import Any
 from ..errors import InvalidArgument
 from ..journal import Journal, OperationRecord
 from ..models import OperationsPage, OperationSummary
+from .outcomes import UNCHANGED
 from .reporting import operation_uri
 
 ITEMS_PER_PAGE = 500
 # Statuses after which an undo has nothing to put back.
-_NOTHING_TO_UNDO = frozenset(
-    {"not_found", "failed", "already_present", "already_restored", "already_absent", "changed_since"}
-)
 
 
 async def list_operations(journal: Journal, limit: int, cursor: str | None) -> OperationsPage:
@@ -35,7 +33,7 @@ def summary(record: OperationRecord) -> OperationSummary:
         kind=record.kind.value,
         outcome=record.outcome or "not_closed",
         counts=dict(record.counts),
-        restorable=any(n and status not in _NOTHING_TO_UNDO for status, n in record.counts.items()),
+        restorable=any(n and status not in UNCHANGED for status, n in record.counts.items()),
         undoes=record.undoes,
         details=operation_uri(record.operation_id),
     )

@@ -19,7 +19,7 @@ from ..journal import EntryImage, ItemRecord, Journal, OperationKind
 from ..models import RestoreOutcome, RestoreResult
 from .bulk_delete import ProgressFn, no_progress
 from .journaling import begin, end
-from .outcomes import FATAL, REFUSED
+from .outcomes import FATAL, REFUSED, UNCHANGED
 from .reporting import Row, bounded_rows, counts, operation_uri, yielding
 
 _MAX_NAMED_IDS = 20
@@ -135,6 +135,8 @@ def _step(
     by_caller_id: dict[str, BlacklistRecord],
     overwrite: bool,
 ) -> _Step:
+    if item.status in UNCHANGED:
+        return _Step(item, None, "nothing_to_undo", None, f"that operation did not change it ({item.status})")
     target, left = item.before, (item.after if item.after_known else None)
     where = _where(item)
     now = by_id.get(where) if where else (by_caller_id.get(left.caller_id) if left else None)

@@ -36,6 +36,7 @@ SANDBOX_CLIENT_SECRET = "sandbox-api-key"  # not a secret: it opens only this si
 PROPERTIES = ("Id", "CallerId", "Description")
 _VARIANTS = (
     "token_lifetime",
+    "clock_offset",
     "latency",
     "page_cap",
     "next_link",
@@ -44,6 +45,8 @@ _VARIANTS = (
     "ignore_skip",
     "supports_count",
     "ignore_filter",
+    "echo_form_in_errors",
+    "echo_headers_in_errors",
 )
 _PROPERTY_SET = frozenset(PROPERTIES)
 _API_PREFIX = "/xapi/v1/"
@@ -115,8 +118,8 @@ class ODataError(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, list(details)
 
-    def response(self) -> Response:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+    def response(self, echo: str = "") -> Response:
+        error: dict[str, Any] = {"code": self.code, "message": self.message + echo}
         if self.details:
             error["details"] = self.details
         return JSONResponse({"error": error}, status_code=self.status, media_type="application/json")
@@ -139,6 +142,8 @@ class Sandbox:
 
     api_clients: dict[str, str] = field(default_factory=lambda: {SANDBOX_CLIENT_ID: SANDBOX_CLIENT_SECRET})
     token_lifetime: float = 3600.0
+    # Seconds the PBX's clock is ahead of (negative: behind) this machine's: its JWTs' iat/exp follow it.
+    clock_offset: float = 0.0
     latency: float = 0.0
     max_entries: int = 50_000
     seed: bool = True
@@ -150,6 +155,10 @@ class Sandbox:
     ignore_skip: bool = False  # answer from the first record whatever $skip says
     supports_count: bool = True  # False: answers carry no @odata.count, whatever $count says
     ignore_filter: bool = False  # validate $filter but answer as if there were none (a lying server)
+    # A careless PBX (or proxy) quoting the request back in its error texts: the submitted body (the
+    # token endpoint's form holds the API key) and the request headers (the bearer token).
+    echo_form_in_errors: bool = False
+    echo_headers_in_errors: bool = False
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -244,7 +253,7 @@ class Sandbox:
             if fault.delay:
                 await anyio.sleep(fault.delay)
             if not fault.passthrough:
-                return _fault_response(fault)
+                return _fault_response(fault, self._echo(req))
         try:
             if req.path == "/connect/token" and req.method == "POST":
                 return self._token(req)
@@ -253,21 +262,21 @@ class Sandbox:
             self._authorize(req)
             return self._route(req)
         except ODataError as error:
-            return error.response()
+            return error.response(self._echo(req))
 
     # -- token endpoint ---------------------------------------------------------------------
 
     def _token(self, req: RecordedRequest) -> Response:
         form = dict(parse_qsl(req.body.decode("utf-8", "replace")))
         if form.get("grant_type") != "client_credentials":
-            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+            return self._oauth_error("unsupported_grant_type", req)
         client_id = form.get("client_id", "")
         expected = self.api_clients.get(client_id)
         if expected is None or not secrets.compare_digest(
             form.get("client_secret", "").encode(), expected.encode()
         ):
-            return JSONResponse({"error": "invalid_client"}, status_code=400)
-        now = time.time()
+            return self._oauth_error("invalid_client", req)
+        now = time.time() + self.clock_offset
         token_id = self._live_token_ids[client_id] = secrets.token_hex(8)  # the previous one dies
         token = jwt.encode(
             {"sub": client_id, "iat": int(now), "exp": math.ceil(now + self.token_lifetime), "jti": token_id},
@@ -278,14 +287,38 @@ class Sandbox:
             {"access_token": token, "token_type": "Bearer", "expires_in": int(self.token_lifetime)}
         )
 
+    def _oauth_error(self, error: str, req: RecordedRequest) -> Response:
+        echo = self._echo(req)
+        body = (
+            {"error": error, "error_description": f"The request was refused.{echo}"}
+            if echo
+            else {"error": error}
+        )
+        return JSONResponse(body, status_code=400)
+
+    def _echo(self, req: RecordedRequest) -> str:
+        """What the echo switches add to an error text: the request's body and headers, verbatim."""
+        parts = [f"Request body: {req.body.decode('utf-8', 'replace')}"] if self.echo_form_in_errors else []
+        if self.echo_headers_in_errors:
+            parts.append("Request headers: " + "; ".join(f"{k}: {v}" for k, v in req.headers.items()))
+        return "".join(f" {part}" for part in parts)
+
     def _authorize(self, req: RecordedRequest) -> None:
         scheme, _, token = req.headers.get("authorization", "").partition(" ")
         try:
             if scheme.lower() != "bearer":
                 raise jwt.InvalidTokenError("no bearer token")
-            claims = jwt.decode(token, self._signing_key, algorithms=["HS256"])
+            # Expiry is judged by the PBX's own (possibly wrong) clock, as a real PBX does.
+            claims = jwt.decode(
+                token,
+                self._signing_key,
+                algorithms=["HS256"],
+                options={"verify_exp": False, "verify_iat": False},
+            )
             if claims.get("jti") != self._live_token_ids.get(claims.get("sub", "")):
                 raise jwt.InvalidTokenError("superseded")
+            if not time.time() + self.clock_offset < float(claims.get("exp", 0)):
+                raise jwt.ExpiredSignatureError("expired")
         except jwt.PyJWTError:
             raise ODataError(401, "", "Unauthorized") from None
 
@@ -520,13 +553,13 @@ def _odata_json(body: dict[str, Any], status: int = 200) -> Response:
     )
 
 
-def _fault_response(fault: Fault) -> Response:
+def _fault_response(fault: Fault, echo: str = "") -> Response:
     headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
     if fault.body == "odata":
         message = {401: "Unauthorized", 403: "Forbidden", 429: "Too many requests"}.get(
             fault.status, "Fault injected"
         )
-        error = {"error": {"code": str(fault.status), "message": message}}
+        error = {"error": {"code": str(fault.status), "message": message + echo}}
         return JSONResponse(error, status_code=fault.status, headers=headers)
     if fault.body == "html":
         html = (
