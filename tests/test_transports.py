@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -176,7 +177,7 @@ def test_binding_beyond_loopback_requires_a_token() -> None:
 
     with pytest.raises(ConfigError, match="THREECX_MCP_AUTH_TOKEN"):
         http_app(settings, client_factory(settings), "0.0.0.0")
-    protected = Settings.load(sandbox=True, mcp_auth_token=SecretStr(AUTH_TOKEN))
+    protected = Settings.load(sandbox=True, mcp_auth_token=SecretStr(secrets.token_urlsafe(32)))
     assert isinstance(http_app(protected, client_factory(protected), "0.0.0.0"), RequireBearerToken)
 
 
@@ -308,3 +309,210 @@ def test_http_command_serves_what_it_announces(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_a_short_auth_token_is_refused_with_how_to_make_one(host: str) -> None:
+    short = "s3cr3t-" + "x" * 24  # 31 characters
+    settings = Settings.load(sandbox=True, mcp_auth_token=SecretStr(short))
+    from threecx_mcp.cli import client_factory
+
+    with pytest.raises(ConfigError) as refused:
+        http_app(settings, client_factory(settings), host)
+    message = refused.value.user_message()
+    assert "THREECX_MCP_AUTH_TOKEN is 31 characters" in message and "at least 32" in message
+    assert "secrets.token_urlsafe(32)" in message and short not in message
+    enough = Settings.load(sandbox=True, mcp_auth_token=SecretStr(short + "x"))
+    assert isinstance(http_app(enough, client_factory(enough), host), RequireBearerToken)
+
+
+def test_the_command_refuses_a_short_token_without_a_traceback() -> None:
+    done = subprocess.run(
+        [console_script(), "--sandbox", "--transport", "http", "--host", "0.0.0.0", "--port", "0"],
+        env={**os.environ, "THREECX_JOURNAL": str(SUBPROCESS_JOURNAL), "THREECX_MCP_AUTH_TOKEN": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "THREECX_MCP_AUTH_TOKEN is 1 characters" in done.stderr and "token_urlsafe" in done.stderr
+
+
+BULK = "/xapi/v1/BlackListNumbers/Pbx.BulkNumbersDelete"
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+DELETE = {
+    "jsonrpc": "2.0",
+    "id": 2,
+    "method": "tools/call",
+    "params": {"name": "bulk_delete_blacklist_numbers", "arguments": {"ids": ["4", "5"]}},
+}
+
+
+async def test_a_session_flood_on_loopback_does_not_lock_clients_out(
+    sandbox_url: str, tmp_path: Path
+) -> None:
+    """0.1 kept a flood's sessions for 30 minutes and refused every new client meanwhile (503)."""
+    import anyio
+    from threecx_mcp.cli import MAX_SESSIONS, client_factory
+    from threecx_mcp.sandbox import LoopbackServer
+
+    settings = Settings.load(
+        url=sandbox_url,
+        client_id=SANDBOX_CLIENT_ID,
+        client_secret=SecretStr(SANDBOX_CLIENT_SECRET),
+        journal=tmp_path / "journal.sqlite3",
+    )
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    statuses: list[int] = []
+
+    async def call(client: Client) -> int:
+        page = await client.call_tool("list_blacklist_numbers", {"limit": 1})
+        return page.structured_content["total"]  # type: ignore[no-any-return,index]
+
+    with LoopbackServer(http_app(settings, client_factory(settings), "127.0.0.1")) as server:
+        url = f"{server.url}/mcp"
+        async with Client(url, mode="legacy") as early:  # a real client, connected before the flood
+            assert await call(early) == 12
+
+            async with httpx2.AsyncClient(timeout=60) as http:
+
+                async def flood() -> None:
+                    for _ in range(2 * MAX_SESSIONS // 50):
+                        response = await http.post(url, json=INITIALIZE, headers=headers)
+                        statuses.append(response.status_code)
+
+                async with anyio.create_task_group() as group:
+                    for _ in range(50):
+                        group.start_soon(flood)
+            assert set(statuses) == {200, 503}  # the cap was reached: new clients are refused for now
+
+            deadline = anyio.current_time() + 60  # the flood's sessions expire in seconds, not 30 minutes
+            while True:
+                try:
+                    async with Client(url, mode="legacy") as late:
+                        assert await call(late) == 12
+                    break
+                except Exception:
+                    if anyio.current_time() > deadline:
+                        raise
+                    await anyio.sleep(0.5)
+            assert await call(early) == 12  # idle through all of it, yet its session was kept
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def begin_a_slow_delete_over_stdio(server: subprocess.Popen[bytes]) -> None:
+    assert server.stdin is not None and server.stdout is not None
+    for message in (INITIALIZE, INITIALIZED, DELETE):
+        server.stdin.write(json.dumps(message).encode() + b"\n")
+        server.stdin.flush()
+        if message is INITIALIZE:
+            assert b'"id":1' in server.stdout.readline()
+    # stdin stays open, as a client's does
+
+
+def begin_a_slow_delete_over_http(server: subprocess.Popen[bytes], port: int) -> None:
+    import threading
+    import time
+
+    assert server.stderr is not None and f":{port}/mcp" in server.stderr.readline().decode()
+    url = f"http://127.0.0.1:{port}/mcp"
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    http = httpx2.Client(timeout=60)
+    for attempt in range(200):  # announced once bound; uvicorn listens a moment later
+        try:
+            opened = http.post(url, json=INITIALIZE, headers=headers)
+            break
+        except httpx2.ConnectError:
+            if attempt == 199:
+                raise
+            time.sleep(0.1)
+    headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+    headers["Mcp-Protocol-Version"] = "2025-11-25"
+    http.post(url, json=INITIALIZED, headers=headers)
+
+    def hold(method: str, **request: object) -> None:  # open until the server goes away
+        try:
+            with http.stream(method, url, headers=headers, **request) as response:  # type: ignore[arg-type]
+                for _ in response.iter_bytes():
+                    pass
+        except httpx2.HTTPError:
+            pass
+
+    threading.Thread(target=hold, args=("GET",), daemon=True).start()  # a real client's event stream
+    threading.Thread(target=hold, args=("POST",), kwargs={"json": DELETE}, daemon=True).start()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_a_signal_mid_delete_stops_the_server_and_settles_the_journal(
+    sandbox: Sandbox, sandbox_url: str, tmp_path: Path, transport: str, signal_name: str
+) -> None:
+    """0.1 on SIGINT over stdio: the delete was cancelled, then the process stayed, deaf, until stdin closed.
+
+    On SIGTERM it died with the operation's record never closed."""
+    import signal
+    import time
+
+    import anyio
+    from threecx_mcp.config import PbxEndpoint
+    from threecx_mcp.journal import Journal
+    from threecx_mcp.sandbox.pbx import Fault
+
+    from .support import assert_journal_matches_the_pbx
+
+    sandbox.inject(Fault(path=BULK, delay=15, passthrough=True))  # the PBX has the request, and is slow
+    env = {**os.environ, **pbx_env(sandbox_url), "THREECX_JOURNAL": str(tmp_path / "journal.sqlite3")}
+    env.pop("THREECX_MCP_AUTH_TOKEN", None)
+    port = free_port()
+    over_http = ["--transport", "http", "--port", str(port)] if transport == "http" else []
+    server = subprocess.Popen(
+        [console_script(), *over_http],
+        env=env,
+        stdin=subprocess.DEVNULL if over_http else subprocess.PIPE,
+        stdout=subprocess.DEVNULL if over_http else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        if over_http:
+            begin_a_slow_delete_over_http(server, port)
+        else:
+            begin_a_slow_delete_over_stdio(server)
+        deadline = time.monotonic() + 30
+        while sandbox.count("POST", BULK) == 0:  # the delete is in flight
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        server.send_signal(getattr(signal, signal_name))
+        server.wait(timeout=10)  # bounded well below the PBX's 15 s: the delete did not just finish
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    stderr = server.stderr.read().decode()  # type: ignore[union-attr]
+    assert "Traceback" not in stderr and server.returncode == 0, stderr
+    journal = Journal(tmp_path / "journal.sqlite3", PbxEndpoint.parse(sandbox_url).origin)
+
+    async def settled() -> None:
+        (operation,) = await journal.recent()
+        assert operation.kind == "delete" and operation.outcome == "interrupted"
+        assert {item.status for item in await journal.items(operation.operation_id)} == {"unknown"}
+        await assert_journal_matches_the_pbx(journal, sandbox)
+
+    anyio.run(settled)
