@@ -8,7 +8,7 @@ import sys
 import anyio
 import pytest
 
-from bench import bulk_delete, cold_start, overhead, peer
+from bench import bulk_delete, cold_start, overhead, peer, undo
 from bench.harness import stack
 from bench.load import run_load
 
@@ -45,6 +45,38 @@ def test_peer_library_does_the_same_work() -> None:
     assert (rows["ours"]["update_requests"], rows["ours"]["delete_requests"]) == (3, 3)
 
 
+def test_issue9_goal_measurements_do_the_work() -> None:
+    report = anyio.run(undo.measure, 3_000, (16, 50, 100), 200, 4, 150)
+    counts = {(d.variant, d.ids, d.first): (d.xapi, d.tokens) for d in report.deletes}
+    # `in`: lookup, delete, check. `or` chains hold 20 ids: 16 ids 1+1+1, 50 ids 3+1+3, 100 ids a $count,
+    # 5+1+5; a fresh server's first call also mints the token and has one `in` lookup refused.
+    assert counts == {
+        ("in", 16, True): (3, 1),
+        ("in", 16, False): (3, 0),
+        ("in", 50, True): (3, 1),
+        ("in", 50, False): (3, 0),
+        ("in", 100, True): (3, 1),
+        ("in", 100, False): (3, 0),
+        ("or chains", 16, True): (4, 1),
+        ("or chains", 16, False): (3, 0),
+        ("or chains", 50, True): (8, 1),
+        ("or chains", 50, False): (7, 0),
+        ("or chains", 100, True): (13, 1),
+        ("or chains", 100, False): (11, 0),
+    }
+    restore, planning = report.restores
+    # 200 ids: two `in` lookups by id and two by caller ID, then one create per entry; no new token.
+    assert (restore.counts, restore.xapi, restore.tokens) == ({"recreated": 200}, 204, 0)
+    assert (planning.counts, planning.xapi, planning.tokens) == ({"already_present": 200}, 4, 0)
+    assert [(f.via, f.creates) for f in report.floors] == [("XapiClient", 200), ("bare httpx2", 200)]
+    assert {(s.mode, s.protocol) for s in report.sizes} == {("auto", "2026-07-28"), ("legacy", "2025-11-25")}
+    assert len(report.sizes) == 8
+    assert all(s.listed + s.omitted == 150 and 0 < s.listed <= 100 for s in report.sizes)
+    # Bounded whatever the ids: the last call's 100 unknown ids are 1,000 emoji each.
+    assert all(s.text_bytes <= undo.MAX_TEXT_BYTES for s in report.sizes)
+    assert all(s.structured_bytes < undo.MAX_STRUCTURED_BYTES for s in report.sizes)
+
+
 @pytest.mark.parametrize(
     "script",
     [
@@ -53,6 +85,8 @@ def test_peer_library_does_the_same_work() -> None:
         ["bulk_delete.py", "--sizes", "5", "--repeats", "1"],
         ["cold_start.py", "--runs", "1"],
         ["peer.py", "--ids", "5", "--repeats", "1"],
+        ["undo.py", "--blacklist", "40", "--delete-sizes", "16", "--restore-ids", "20", "--operations", "2"]
+        + ["--result-ids", "110"],
     ],
 )
 def test_each_script_runs_from_the_command_line(script: list[str]) -> None:

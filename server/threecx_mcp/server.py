@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -70,6 +71,9 @@ def build_server(
 ) -> BlacklistServer:
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        # Everything made while starting (the SDK, pydantic's schemas) lives as long as the server: freezing
+        # it keeps CPython's full collections, which walk every object, from pausing large operations.
+        gc.freeze()
         try:
             async with client_factory() as client:
                 yield AppState(client=client, journal=journal)
