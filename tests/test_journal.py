@@ -342,19 +342,24 @@ async def test_list_operations_finds_what_to_undo(mcp: Client, sandbox: Sandbox)
 
 
 async def test_the_operation_resource_holds_every_id(mcp: Client, sandbox: Sandbox) -> None:
-    ids = [sandbox.add(f"+1330{i:07d}", f"n{ODD}")["Id"] for i in range(1_200)]
+    note = f"n{ODD}" * 60  # ~1 KB of escaped JSON per entry: the detail spans several pages
+    ids = [sandbox.add(f"+1330{i:07d}", note)["Id"] for i in range(1_200)]
     result = await call(mcp, "bulk_delete_blacklist_numbers", ids=[*ids, "missing"])
     assert result["omitted"] == 1_201 - 100
     seen: list[dict[str, Any]] = []
+    pages = 0
     uri: str | None = result["details"]
     while uri is not None:
-        document = json.loads((await mcp.read_resource(uri)).contents[0].text)  # type: ignore[union-attr]
+        text = (await mcp.read_resource(uri)).contents[0].text  # type: ignore[union-attr]
+        assert len(text.encode()) < 512 * 1024
+        document = json.loads(text)
+        pages += 1
         assert document["operation_id"] == result["operation_id"]
         assert "\u2028" not in (await mcp.read_resource(uri)).contents[0].text  # type: ignore[union-attr]
         seen += document["items"]
         uri = document["next_page"]
     assert [i["id"] for i in seen] == ids and {i["status"] for i in seen} == {"deleted"}
-    assert seen[0]["before"]["description"] == f"n{ODD}"
+    assert seen[0]["before"]["description"] == note and pages >= 3
 
 
 async def test_restore_rejections(mcp: Client) -> None:

@@ -246,10 +246,10 @@ async def list_operations(
     return tool_result(await history.list_operations(_journal(ctx), limit, cursor))
 
 
-async def operation_resource(operation_id: str, ctx: Context, page: int = 1) -> str:
-    """Every entry of one journaled operation (JSON, 500 entries a page; `next_page` names the next)."""
+async def operation_resource(operation_id: str, ctx: Context, start: int = 0) -> str:
+    """Every entry of one journaled operation (JSON, up to ~400 KB a page; `next_page` names the next)."""
     try:
-        return await history.operation_detail(_journal(ctx), operation_id, page)
+        return await history.operation_detail(_journal(ctx), operation_id, start)
     except ThreeCXMcpError as exc:  # the reader gets our sentence, not the SDK's generic one
         raise ResourceError(exc.user_message()) from None
 
@@ -266,7 +266,7 @@ def register(server: MCPServer[AppState], *, read_only: bool) -> None:
             annotations=tool.annotations,
         )
     server.resource(
-        OPERATION_URI_PREFIX + "{operation_id}{?page}",
+        OPERATION_URI_PREFIX + "{operation_id}{?start}",
         name="operation",
         title="Journaled operation",
         description=inspect.cleandoc(operation_resource.__doc__ or ""),

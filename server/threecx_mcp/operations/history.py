@@ -11,7 +11,9 @@ from ..models import OperationsPage, OperationSummary
 from .outcomes import UNCHANGED
 from .reporting import operation_uri
 
-ITEMS_PER_PAGE = 500
+ITEMS_PER_READ = 500
+# JSON characters of entries per resource page: well under the 1 MiB an SDK client accepts in one event.
+_PAGE_JSON_CHARACTERS = 400_000
 # Statuses after which an undo has nothing to put back.
 
 
@@ -39,20 +41,35 @@ def summary(record: OperationRecord) -> OperationSummary:
     )
 
 
-async def operation_detail(journal: Journal, operation_id: str, page: int) -> str:
-    """One operation and a page of its entries as JSON, sized to pass any MCP transport."""
+async def operation_detail(journal: Journal, operation_id: str, start: int) -> str:
+    """One operation and its entries from `start` on, as JSON sized to pass any MCP transport.
+
+    A page ends where its JSON would pass `_PAGE_JSON_CHARACTERS` (entries from a PBX can be long, and
+    non-ASCII text travels escaped), so `next_page` names the entry the next page starts at.
+    """
     record = await journal.operation(operation_id)
     if record is None:
         raise InvalidArgument(
             f"No journaled operation {operation_id!r} on this PBX; list_operations shows them."
         )
-    if page < 1:
-        raise InvalidArgument("page starts at 1.")
-    items = await journal.items(operation_id, offset=(page - 1) * ITEMS_PER_PAGE, limit=ITEMS_PER_PAGE + 1)
+    if start < 0:
+        raise InvalidArgument("start is the position of an entry, 0 or more.")
+    shown: list[dict[str, object]] = []
+    size, position, full, more = 0, start, False, True
+    while more and not full:
+        batch = await journal.items(operation_id, offset=position, limit=ITEMS_PER_READ)
+        more = len(batch) == ITEMS_PER_READ
+        for item in batch:
+            entry = item.document()
+            cost = len(json.dumps(entry, ensure_ascii=True))
+            if shown and size + cost > _PAGE_JSON_CHARACTERS:
+                full = more = True  # this entry starts the next page
+                break
+            shown.append(entry)
+            size += cost
+            position += 1
     document: dict[str, Any] = summary(record).model_dump()
-    document["page"] = page
-    document["items"] = [i.document() for i in items[:ITEMS_PER_PAGE]]
-    document["next_page"] = (
-        f"{operation_uri(operation_id)}?page={page + 1}" if len(items) > ITEMS_PER_PAGE else None
-    )
+    document["start"] = start
+    document["items"] = shown
+    document["next_page"] = f"{operation_uri(operation_id)}?start={position}" if more else None
     return json.dumps(document, ensure_ascii=True, indent=1)
