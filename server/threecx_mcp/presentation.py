@@ -40,13 +40,22 @@ def _text(model: BaseModel) -> str:
     return model.model_dump_json()
 
 
-def _bulk_delete(result: BulkDeleteResult) -> str:
+def _head(result: BulkDeleteResult | RestoreResult, undo: str) -> list[str]:
+    """What must never be cut comes first (the safety net trims the end of an over-long text): the
+    summary, the operation_id, where the unlisted results are, and the warnings."""
     lines = [result.summary]
     if result.operation_id:
-        lines.append(f"operation_id: {result.operation_id} (restore_blacklist_numbers undoes it)")
-    # What must never be cut comes first: the safety net trims the end of an over-long text.
-    lines += _where_the_rest_is(result.omitted, result.details)
-    lines += [f"Warning: {w}" for w in result.warnings]
+        lines.append(f"operation_id: {result.operation_id} ({undo})")
+    if result.omitted:
+        where = f"read the resource {result.details}" if result.details else "repeat with fewer ids"
+        lines.append(
+            f"{result.omitted} per-id results are not listed here; {where} (list_operations shows the operation)."
+        )
+    return lines + [f"Warning: {w}" for w in result.warnings]
+
+
+def _bulk_delete(result: BulkDeleteResult) -> str:
+    lines = _head(result, "restore_blacklist_numbers undoes it")
     problems = [r for r in result.results if r.status not in ("deleted", "would_delete")]
     lines += _listed(
         "Not deleted:",
@@ -68,11 +77,7 @@ def _bulk_delete(result: BulkDeleteResult) -> str:
 
 
 def _restore(result: RestoreResult) -> str:
-    lines = [result.summary]
-    if result.operation_id:
-        lines.append(f"operation_id: {result.operation_id} (restoring it undoes this restore)")
-    lines += _where_the_rest_is(result.omitted, result.details)
-    lines += [f"Warning: {w}" for w in result.warnings]
+    lines = _head(result, "restoring it undoes this restore")
     attention = [r for r in result.results if r.status in ("failed", "unknown", "changed_since")]
     lines += _listed(
         "Needs attention:",
@@ -117,10 +122,3 @@ def _listed(heading: str, lines: Iterable[str], total: int) -> list[str]:
 
 def _reason(reason: str) -> str:
     return quoted(reason, 200)[1:-1]
-
-
-def _where_the_rest_is(omitted: int, details: str | None) -> list[str]:
-    if not omitted:
-        return []
-    where = f"read the resource {details}" if details else "repeat with fewer ids"
-    return [f"{omitted} per-id results are not listed here; {where} (list_operations shows the operation)."]
