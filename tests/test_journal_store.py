@@ -138,6 +138,23 @@ async def test_begin_is_committed_before_it_returns(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_the_journal_asks_for_full_sync_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite builds differ in their default (NORMAL drops the fsync of WAL commits): the journal must not rely
+    on this machine's FULL default, so it has to say so on every connection it opens."""
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: object, **kwargs: object) -> sqlite3.Connection:
+        connection = connect(*args, **kwargs)  # type: ignore[call-overload]
+        connection.set_trace_callback(statements.append)
+        return connection  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    await Journal(tmp_path / "journal.sqlite3", "pbx").begin(OperationKind.DELETE, [delete_item("1")])
+    assert "PRAGMASYNCHRONOUS=FULL" in {s.upper().replace(" ", "") for s in statements}
+
+
+@pytest.mark.anyio
 async def test_the_connection_fsyncs_every_commit_through_a_write_ahead_log(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.sqlite3", "pbx")
     await journal.begin(OperationKind.DELETE, [delete_item("1")])
