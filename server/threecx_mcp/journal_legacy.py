@@ -328,24 +328,28 @@ def _set_aside_and_report(source: Path, db_path: Path, legacy: LegacyJournal | N
 
 def _set_aside(source: Path) -> Path | None:
     """Rename `source` to `<name>.imported` (or `.imported.1`, ...), never over an existing file; returns the
-    new name, or None when another process already moved it."""
+    new name, or None when another process already moved it.
+
+    Two processes that opened the journal at once may both get here: an atomic rename to a name of this
+    process's own decides which one moves the file, so it is never kept twice.
+    """
+    claimed = source.with_name(f"{source.name}.setting-aside-{os.getpid()}")
+    try:
+        os.rename(source, claimed)
+    except FileNotFoundError:
+        return None
     n = 0
     while True:
         target = source.with_name(f"{source.name}.imported" + (f".{n}" if n else ""))
         n += 1
         try:
-            os.link(source, target)  # unlike rename, fails rather than replace an existing file
+            os.link(claimed, target)  # unlike rename, fails rather than replace an existing file
         except FileExistsError:
             continue
-        except FileNotFoundError:
-            return None
         except OSError:  # a file system without hard links
             if target.exists():
                 continue
-            os.rename(source, target)
+            os.rename(claimed, target)
             return target
-        try:
-            os.unlink(source)
-        except FileNotFoundError:
-            pass
+        os.unlink(claimed)
         return target
