@@ -322,7 +322,7 @@ async def measure_create_floor(creates: int) -> list[CreateFloor]:
     """The same creates a restore sends, one after another, each way on a fresh PBX that grows as it
     does during the restore: through `XapiClient`, then through a bare `httpx2.AsyncClient`."""
     with remote_pbx(0) as pbx:
-        async with XapiClient.from_settings(pbx.settings) as client:
+        async with XapiClient.from_connection(pbx.settings.connection()) as client:
             await client.count()  # token and connection warm
             cpu, wall = time.process_time(), time.perf_counter()
             for n in range(creates):

@@ -65,14 +65,18 @@ def settings_for(url: str, **extra: object) -> Settings:
 
 
 async def test_an_untrusted_certificate_says_how_to_trust_it(tls_pbx: str) -> None:
-    async with XapiClient.from_settings(settings_for(tls_pbx), retry=RetryPolicy(attempts=1)) as client:
+    async with XapiClient.from_connection(
+        settings_for(tls_pbx).connection(), retry=RetryPolicy(attempts=1)
+    ) as client:
         with pytest.raises(TlsError) as caught:
             await client.count()
     assert "THREECX_CA_BUNDLE" in caught.value.user_message()
 
 
 async def test_a_ca_bundle_makes_it_work(tls_pbx: str, certificate: tuple[str, str]) -> None:
-    async with XapiClient.from_settings(settings_for(tls_pbx, ca_bundle=Path(certificate[0]))) as client:
+    async with XapiClient.from_connection(
+        settings_for(tls_pbx, ca_bundle=Path(certificate[0])).connection()
+    ) as client:
         assert await client.count() == 12
 
 

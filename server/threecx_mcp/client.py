@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from . import __version__, odata
 from .auth import ClientCredentialsAuth
-from .config import Connection, PbxEndpoint, Settings
+from .config import Connection, PbxEndpoint
 from .errors import (
     InvalidArgument,
     InvalidRequest,
@@ -192,10 +192,6 @@ class XapiClient:
             verify=connection.verify,
             **kwargs,
         )
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> XapiClient:
-        return cls.from_connection(settings.connection(), **kwargs)
 
     def __repr__(self) -> str:
         return f"XapiClient(origin={self.endpoint.origin!r})"
