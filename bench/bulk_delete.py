@@ -10,6 +10,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import anyio
 from mcp import Client
@@ -20,11 +21,12 @@ from threecx_mcp.cli import client_factory
 from threecx_mcp.journal import Journal
 from threecx_mcp.server import build_server
 
-from bench.harness import machine, stack
+from bench.harness import machine, stack, with_plan
 
 
-async def _delete(client: Client, ids: list[str]) -> None:
-    result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ids, "confirm": True})
+async def _delete(client: Client, planned: dict[str, Any]) -> None:
+    result = await client.call_tool("bulk_delete_blacklist_numbers", planned)
+    ids = planned["ids"]
     assert not result.is_error and (result.structured_content or {}).get("deleted") == len(ids), (
         result.content
     )
@@ -40,15 +42,16 @@ async def measure(sizes: list[int], repeats: int) -> list[dict[str, float]]:
                 seconds, requests, peak = [], 0, 0
                 for repeat in range(repeats + 1):
                     ids = [target.sandbox.add(f"+1999{i:07d}")["Id"] for i in range(size)]
+                    planned = await with_plan(client, "bulk_delete_blacklist_numbers", {"ids": ids})
                     before = len(target.sandbox.requests)
                     if repeat == repeats:  # one extra, traced run for memory only
                         tracemalloc.start()
-                        await _delete(client, ids)
+                        await _delete(client, planned)
                         peak = tracemalloc.get_traced_memory()[1]
                         tracemalloc.stop()
                         continue
                     started = time.perf_counter()
-                    await _delete(client, ids)
+                    await _delete(client, planned)
                     seconds.append(time.perf_counter() - started)
                     requests = len(target.sandbox.requests) - before
                 rows.append(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2
 from mcp import Client
@@ -57,3 +58,15 @@ def machine() -> str:
 
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
+
+
+async def with_plan(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments plus the plan_id a client without elicitation must bring to apply a bulk write.
+
+    Fetched before the timed call, so the figures measure the write itself; the plan costs one lookup.
+    """
+    result = await client.call_tool(tool, arguments)
+    plan_id = (result.structured_content or {}).get("plan_id")
+    if result.is_error or plan_id is None:
+        raise RuntimeError(f"{tool} gave no plan: {result.content}")
+    return {**arguments, "plan_id": plan_id}

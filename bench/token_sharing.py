@@ -3,6 +3,8 @@
 3CX keeps one live token per API client, so processes that each mint their own end each other's
 sessions. With the shared token file they converge on one token. Two OS processes x 8 workers x
 15 s against the sandbox PBX on loopback, reporting token requests (mints), calls and failures.
+Each process builds its XAPI client the way `threecx-mcp` does (`cli.client_factory`, settings
+pointing at the PBX, state in one directory), so the wiring is measured, not just the token file.
 
 `python bench/token_sharing.py [--processes 2 --workers 8 --seconds 15] [--without-sharing]`
 """
@@ -23,8 +25,9 @@ import anyio
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pydantic import SecretStr
+from threecx_mcp.cli import client_factory
 from threecx_mcp.client import XapiClient
-from threecx_mcp.config import PbxEndpoint
+from threecx_mcp.config import Settings
 from threecx_mcp.errors import PbxError
 from threecx_mcp.sandbox import (
     SANDBOX_CLIENT_ID,
@@ -33,7 +36,6 @@ from threecx_mcp.sandbox import (
     LoopbackServer,
     Sandbox,
 )
-from threecx_mcp.token_store import TokenFile
 
 from bench.harness import machine
 
@@ -60,11 +62,11 @@ def run(
 ) -> SharingReport:
     """Serve one sandbox PBX here and run `processes` worker processes against it at the same time."""
     sandbox = Sandbox()
-    with tempfile.TemporaryDirectory() as tokens, LoopbackServer(sandbox.app) as pbx:
+    with tempfile.TemporaryDirectory() as state, LoopbackServer(sandbox.app) as pbx:
         start_at = time.time() + 2.0  # every process is importing by then: they start together
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", pbx.url]
         options = ["--workers", str(workers), "--seconds", str(seconds), "--start-at", str(start_at)]
-        options += ["--token-dir", tokens] if sharing else []
+        options += ["--state-dir", state] + ([] if sharing else ["--without-sharing"])
         children = [
             subprocess.Popen([*command, *options], stdout=subprocess.PIPE, text=True)
             for _ in range(processes)
@@ -83,18 +85,22 @@ def run(
 
 
 async def _work(
-    url: str, token_dir: str | None, workers: int, seconds: float, start_at: float
+    url: str, state_dir: str, sharing: bool, workers: int, seconds: float, start_at: float
 ) -> dict[str, object]:
     """One server process: `workers` concurrent callers reading entries until the time is up."""
-    endpoint = PbxEndpoint.parse(url)
-    shared = TokenFile.for_client(endpoint.origin, SANDBOX_CLIENT_ID, Path(token_dir)) if token_dir else None
+    settings = Settings.load(
+        url=url,
+        client_id=SANDBOX_CLIENT_ID,
+        client_secret=SecretStr(SANDBOX_CLIENT_SECRET),
+        journal=Path(state_dir) / "journal.sqlite3",  # the state directory: the token file goes beside it
+    )
+    connection = settings.connection()
+    factory = client_factory(settings) if sharing else lambda: XapiClient.from_connection(connection)
     calls = failures = 0
     messages: set[str] = set()
     await anyio.sleep(max(start_at - time.time(), 0.0))
     deadline = time.monotonic() + seconds
-    async with XapiClient(
-        endpoint, SANDBOX_CLIENT_ID, SecretStr(SANDBOX_CLIENT_SECRET), token_file=shared
-    ) as xapi:
+    async with factory() as xapi:
 
         async def worker(number: int) -> None:
             nonlocal calls, failures
@@ -119,11 +125,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--without-sharing", action="store_true", help="each process keeps its own token")
     parser.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)  # internal: one worker process
-    parser.add_argument("--token-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--state-dir", help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        work = _work(args.worker, args.token_dir, args.workers, args.seconds, args.start_at)
+        sharing = not args.without_sharing
+        work = _work(args.worker, args.state_dir, sharing, args.workers, args.seconds, args.start_at)
         print(json.dumps(anyio.run(lambda: work)))
         return
     report = run(args.processes, args.workers, args.seconds, sharing=not args.without_sharing)

@@ -42,7 +42,7 @@ from threecx_mcp.sandbox import (
 )
 from threecx_mcp.server import BlacklistServer, build_server
 
-from bench.harness import BENCH_TOKEN, Stack, machine, stack
+from bench.harness import BENCH_TOKEN, Stack, machine, stack, with_plan
 
 DELETE = "bulk_delete_blacklist_numbers"
 RESTORE = "restore_blacklist_numbers"
@@ -118,9 +118,9 @@ async def measure_deletes(blacklist: int, sizes: list[int]) -> list[DeleteCount]
                     for first, offset in ((True, 0), (False, step // 2)):
                         ids = [keys[offset + step * i] for i in range(size)]
                         saved = [dict(sandbox.entries[i]) for i in ids]
-                        xapi = _xapi_requests(sandbox)
-                        tokens = sandbox.token_requests
-                        result = await _call(client, DELETE, {"ids": ids, "confirm": True})
+                        xapi, tokens = _xapi_requests(sandbox), sandbox.token_requests
+                        arguments = await with_plan(client, DELETE, {"ids": ids})  # counted: the user's cost
+                        result = await _call(client, DELETE, arguments)
                         if result["deleted"] != size:
                             raise RuntimeError(f"deleted {result['deleted']} of {size}: {result['summary']}")
                         rows.append(
@@ -277,7 +277,7 @@ async def _restore_pass(ids: int, operations: int, watch: bool) -> list[RestoreR
             chunk = -(-ids // operations)
             for start in range(0, ids, chunk):
                 part = pbx.ids[start : start + chunk]
-                result = await _call(client, DELETE, {"ids": part, "confirm": True})
+                result = await _call(client, DELETE, await with_plan(client, DELETE, {"ids": part}))
                 if result["deleted"] != len(part):
                     raise RuntimeError(f"setup: deleted {result['deleted']} of {len(part)}")
             runs = [
@@ -385,11 +385,11 @@ async def measure_result_sizes(ids: int) -> list[ResultSize]:
                 rest = [target.sandbox.add(f"+1776{n:07d}")["Id"] for n in range(ids - len(long_unknown))]
                 calls: list[tuple[str, dict[str, Any], str, int]] = [
                     ("dry run", {"ids": keys, "dry_run": True}, "would_delete", ids),
-                    ("delete", {"ids": keys, "confirm": True}, "deleted", ids),
-                    ("delete, none found", {"ids": missing, "confirm": True}, "not_found", ids),
+                    ("delete", await with_plan(client, DELETE, {"ids": keys}), "deleted", ids),
+                    ("delete, none found", {"ids": missing}, "not_found", ids),  # nothing to confirm
                     (
                         f"delete, {len(long_unknown)} of the ids unknown and 1,000 emoji long",
-                        {"ids": long_unknown + rest, "confirm": True},
+                        await with_plan(client, DELETE, {"ids": long_unknown + rest}),
                         "not_found",
                         len(long_unknown),
                     ),

@@ -77,3 +77,16 @@ async def assert_journal_matches_the_pbx(journal, sandbox) -> None:  # type: ign
 
 def statuses(items) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return {item.entry_id: item.status for item in items}
+
+
+async def call_confirmed(client, tool: str, arguments: dict):  # type: ignore[no-untyped-def,type-arg]
+    """Call a tool as a client without elicitation does once the user has agreed to its plan.
+
+    A destructive bulk write first answers with a plan (nothing written) and a plan_id; this sends the
+    same request again with that plan_id. Any other answer (an error, a dry run, a read) is returned as is.
+    """
+    result = await client.call_tool(tool, arguments)
+    plan_id = (result.structured_content or {}).get("plan_id")
+    if result.is_error or plan_id is None or arguments.get("dry_run"):
+        return result
+    return await client.call_tool(tool, {**arguments, "plan_id": plan_id})

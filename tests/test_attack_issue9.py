@@ -36,7 +36,7 @@ from threecx_mcp.sandbox import pbx as sandbox_pbx
 from threecx_mcp.sandbox.pbx import RecordedRequest
 from threecx_mcp.server import BlacklistServer, build_server
 
-from .support import AUTH_TOKEN, assert_journal_matches_the_pbx
+from .support import AUTH_TOKEN, assert_journal_matches_the_pbx, call_confirmed
 
 pytestmark = pytest.mark.anyio
 
@@ -53,7 +53,7 @@ async def mcp(make_server: Callable[..., BlacklistServer]) -> AsyncIterator[Clie
 
 
 async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
+    result = await call_confirmed(client, tool, arguments)
     assert not result.is_error, result.content
     structured: dict[str, Any] | None = result.structured_content
     assert structured is not None
@@ -62,13 +62,13 @@ async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
 
 async def client_call_raw(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
     """A successful call's structured content and its text block."""
-    result = await client.call_tool(tool, arguments)
+    result = await call_confirmed(client, tool, arguments)
     assert not result.is_error, result.content
     return {"structured": result.structured_content, "text": result.content[0].text}  # type: ignore[union-attr]
 
 
 async def error_text(client: Client, tool: str, **arguments: Any) -> str:
-    result = await client.call_tool(tool, arguments)
+    result = await call_confirmed(client, tool, arguments)
     assert result.is_error, result.structured_content
     return result.content[0].text  # type: ignore[union-attr]
 
@@ -391,7 +391,7 @@ async def test_defect_one_entry_with_a_lone_surrogate_blocks_deleting_the_others
     ("Set THREECX_JOURNAL ...") without naming the entry. Either the delete works (the text stored in a
     form that round-trips) or the refusal names the entry and does not send the user to move the journal."""
     bad = sandbox.add("+1403\ud800x", "hostile")
-    result = await mcp.call_tool("bulk_delete_blacklist_numbers", {"ids": [bad["Id"], "1", "2"]})
+    result = await call_confirmed(mcp, "bulk_delete_blacklist_numbers", {"ids": [bad["Id"], "1", "2"]})
     text = result.content[0].text  # type: ignore[union-attr]
     if result.is_error:
         assert "THREECX_JOURNAL" not in text and bad["Id"] in text, text
@@ -729,7 +729,7 @@ async def test_a_server_killed_mid_delete_leaves_a_record_that_restores_everythi
     on_request(sandbox, "POST", BULK, kill, nth=2)
     with anyio.fail_after(120), pytest.raises(ExceptionGroup) as died:
         async with Client(server_process(sandbox_url, journal.path, pid_file)) as client:
-            await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ids})
+            await call_confirmed(client, "bulk_delete_blacklist_numbers", {"ids": ids})
     assert died.group_contains(MCPError, match="Connection closed", depth=2)
     assert killed
     gone = [i for i in ids if i not in sandbox.entries]
@@ -861,7 +861,7 @@ async def test_defect_a_0_1_journal_configured_without_the_jsonl_suffix_breaks_e
         url=sandbox_url, client_id=SANDBOX_CLIENT_ID, client_secret=SANDBOX_CLIENT_SECRET, journal=old
     )
     async with Client(build_server(client_factory, journal_for(settings))) as client:
-        result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ["1"]})
+        result = await call_confirmed(client, "bulk_delete_blacklist_numbers", {"ids": ["1"]})
         assert not result.is_error, result.content[0].text  # type: ignore[union-attr]
         undo = await call(client, "restore_blacklist_numbers", operation_id="0123456789ab")
     assert undo["counts"] == {"recreated": 1} and "+1413 from 0.1" in caller_ids(sandbox)
@@ -910,6 +910,6 @@ async def test_defect_a_symlink_to_a_journal_not_created_yet_is_refused(
     link = tmp_path / "journal.sqlite3"
     link.symlink_to(tmp_path / "synced" / "journal.sqlite3")
     async with Client(build_server(client_factory, Journal(link, "pbx"))) as client:
-        result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ["1"]})
+        result = await call_confirmed(client, "bulk_delete_blacklist_numbers", {"ids": ["1"]})
     assert not result.is_error, result.content[0].text  # type: ignore[union-attr]
     assert stat.S_IMODE((tmp_path / "synced" / "journal.sqlite3").stat().st_mode) == 0o600

@@ -31,7 +31,7 @@ from threecx_mcp.errors import (
 )
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Fault, Sandbox
 from threecx_mcp.sandbox.pbx import RecordedRequest
-from threecx_mcp.token_store import TokenFile
+from threecx_mcp.token_store import StoredToken, TokenFile
 
 from bench.token_sharing import run as run_token_sharing
 
@@ -56,7 +56,9 @@ def client(
 
 
 def token_file(sandbox_url: str, directory: Path) -> TokenFile:
-    shared = TokenFile.for_client(PbxEndpoint.parse(sandbox_url).origin, SANDBOX_CLIENT_ID, directory)
+    shared = TokenFile.for_client(
+        PbxEndpoint.parse(sandbox_url).origin, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, directory
+    )
     assert shared is not None  # None only on Windows
     return shared
 
@@ -312,3 +314,14 @@ async def test_the_sandbox_can_play_a_pbx_that_echoes_the_request_in_its_errors(
     assert "authorization: Bearer not-a-live-token" in unauthorized.json()["error"]["message"]
     sandbox.reset()
     assert not sandbox.echo_form_in_errors and not sandbox.echo_headers_in_errors
+
+
+def test_a_wrong_key_never_picks_up_the_token_the_right_key_minted(tmp_path: Path) -> None:
+    """Otherwise `doctor` with a revoked key would report its credentials as accepted."""
+    right = TokenFile.for_client("https://pbx.example.com", "client", "right-key-0123456789", tmp_path)
+    wrong = TokenFile.for_client("https://pbx.example.com", "client", "wrong-key-0123456789", tmp_path)
+    again = TokenFile.for_client("https://pbx.example.com", "client", "right-key-0123456789", tmp_path)
+    assert right is not None and wrong is not None and again is not None
+    right.write(StoredToken("minted-by-the-right-key", time.time() + 3600))
+    assert wrong.read() is None and again.read() == right.read()
+    assert "right-key" not in right.path.name

@@ -210,16 +210,7 @@ def test_inspector_over_stdio(inspector: str, sandbox: Sandbox, sandbox_url: str
     )
     assert updated["structuredContent"]["changed_fields"] == ["description"]
     assert sandbox.entries["1"]["Description"] == "set by the Inspector"
-    deleted = inspect(
-        inspector,
-        *target,
-        "--method",
-        "tools/call",
-        "--tool-name",
-        "bulk_delete_blacklist_numbers",
-        "--tool-arg",
-        'ids=["1", "2", "nope"]',
-    )
+    deleted = delete_as_the_user_agreed(inspector, target, 'ids=["1", "2", "nope"]', sandbox)
     assert [r["status"] for r in deleted["structuredContent"]["results"]] == [
         "deleted",
         "deleted",
@@ -231,7 +222,7 @@ def test_inspector_over_stdio(inspector: str, sandbox: Sandbox, sandbox_url: str
 def test_inspector_over_http(inspector: str, sandbox: Sandbox, http_server: str) -> None:
     target = [f"{http_server}/mcp", "--transport", "http", "--header", f"Authorization: Bearer {AUTH_TOKEN}"]
     tools = inspect(inspector, *target, "--method", "tools/list")
-    assert len(tools["tools"]) == 7
+    assert len(tools["tools"]) == 9
     updated = inspect(
         inspector,
         *target,
@@ -244,17 +235,31 @@ def test_inspector_over_http(inspector: str, sandbox: Sandbox, http_server: str)
         "caller_id=+49 30 1234 5678",
     )
     assert updated["structuredContent"]["entry"]["caller_id"] == "+493012345678"
-    deleted = inspect(
-        inspector,
+    deleted = delete_as_the_user_agreed(inspector, target, 'ids=["3"]', sandbox)
+    assert deleted["structuredContent"]["deleted"] == 1 and "3" not in sandbox.entries
+
+
+def delete_as_the_user_agreed(
+    inspector: str, target: list[str], ids: str, sandbox: Sandbox
+) -> dict[str, Any]:
+    """The Inspector cannot ask the user: its first call gets a plan, the second applies it (over stdio in
+    a new server process, so the plan must be found on disk)."""
+    delete = [
         *target,
         "--method",
         "tools/call",
         "--tool-name",
         "bulk_delete_blacklist_numbers",
         "--tool-arg",
-        'ids=["3"]',
+        ids,
+    ]
+    before = dict(sandbox.entries)
+    planned = inspect(inspector, *delete)
+    assert planned["structuredContent"]["outcome"] == "awaiting_confirmation" and sandbox.entries == before
+    answer: dict[str, Any] = inspect(
+        inspector, *delete, "--tool-arg", f"plan_id={planned['structuredContent']['plan_id']}"
     )
-    assert deleted["structuredContent"]["deleted"] == 1 and "3" not in sandbox.entries
+    return answer
 
 
 def test_claude_mcp_add_command_line() -> None:

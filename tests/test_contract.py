@@ -106,3 +106,83 @@ async def test_contract_check_catches_a_wrong_body(openapi) -> None:  # type: ig
     )
     with pytest.raises(Exception, match="InvalidRequestBody|ValidationError"):
         openapi.validate_request(bad)
+
+
+# -- the call log function, against the whole published description ------------------------------
+
+FULL_SPEC = SHARED_XAPI / "xapi-swagger-20.0.10.yaml"
+
+
+@pytest.fixture(scope="module")
+def full_openapi():  # type: ignore[no-untyped-def]
+    if not FULL_SPEC.is_file():
+        pytest.skip(f"CONTRACT NOT CHECKED: {FULL_SPEC} is missing (it lives in ../shared beside the repo)")
+    from openapi_core import OpenAPI
+
+    return OpenAPI.from_file_path(str(FULL_SPEC))
+
+
+def _validate_exchanges(openapi, sandbox: Sandbox, prefix: str) -> int:  # type: ignore[no-untyped-def]
+    from urllib.parse import parse_qsl
+
+    from openapi_core.testing import MockRequest, MockResponse
+
+    checked = 0
+    for request, response in sandbox.exchanges:
+        if not request.path.startswith(prefix):
+            continue
+        mock_request = MockRequest(
+            "http://127.0.0.1",
+            request.method.lower(),
+            request.path,
+            args=dict(parse_qsl(request.query)),
+            headers=request.headers,
+        )
+        openapi.validate_request(mock_request)
+        openapi.validate_response(
+            mock_request,
+            MockResponse(
+                response.body, response.status, response.headers, response.headers.get("content-type", "")
+            ),
+        )
+        checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("page_cap", [None, 4])
+async def test_the_call_log_request_and_answers_fit_the_published_function(  # type: ignore[no-untyped-def]
+    full_openapi, xapi: XapiClient, sandbox: Sandbox, page_cap: int | None
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from threecx_mcp.operations.callers import read_call_log
+
+    sandbox.page_cap = page_cap
+    sandbox.call_log.add_call(
+        "O'Brien & \u202eCo", name='Caller, "quoted"', at=datetime.now(UTC) - timedelta(hours=1)
+    )
+    sandbox.record_exchanges = True
+    now = datetime.now(UTC)
+    rows, truncated = await read_call_log(xapi, now - timedelta(hours=48), now)
+    assert len(rows) == 14 and not truncated
+    sandbox.inject(Fault(status=403, path="/xapi/v1/ReportCallLogData"))
+    with pytest.raises(PbxError):
+        await xapi.call_log(now - timedelta(hours=1), now, top=10, skip=0)
+    sandbox.call_log_supported = False
+    with pytest.raises(PbxError):
+        await xapi.call_log(now - timedelta(hours=1), now, top=10, skip=0)
+    checked = _validate_exchanges(full_openapi, sandbox, "/xapi/v1/ReportCallLogData/")
+    assert checked == (1 if page_cap is None else 4) + 2  # the pages, the 403 and the 404
+
+
+async def test_the_call_log_contract_check_catches_a_wrong_literal(full_openapi) -> None:  # type: ignore[no-untyped-def]
+    """The validator is not a rubber stamp: a quoted date-time breaks the function's path parameter."""
+    from openapi_core.testing import MockRequest
+
+    path = (
+        "/xapi/v1/ReportCallLogData/Pbx.GetCallLogData(periodFrom='2026-01-01T00:00:00Z',"
+        "periodTo=2026-01-02T00:00:00Z,sourceType=0,sourceFilter='',destinationType=0,destinationFilter='',"
+        "callsType=0,callTimeFilterType=0,callTimeFilterFrom='0:00:0',callTimeFilterTo='0:00:0',hidePcalls=false)"
+    )
+    with pytest.raises(Exception, match="periodFrom"):
+        full_openapi.validate_request(MockRequest("http://127.0.0.1", "get", path))

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
+from threecx_mcp.caller_ids import search_terms
 from threecx_mcp.client import XapiClient
 from threecx_mcp.errors import NotFound
-from threecx_mcp.models import normalize_caller_id
 from threecx_mcp.operations import entries
 from threecx_mcp.sandbox import SEED_ENTRIES, Sandbox
 from threecx_mcp.server import BlacklistServer
@@ -66,7 +66,7 @@ def test_any_search_matches_exactly_what_contains_it(
     async def run() -> None:
         async with client_factory() as xapi:
             page = await entries.list_entries(xapi, text, 500, None)
-        needles = {text.strip().lower(), normalize_caller_id(text.strip())[0].lower()}
+        needles = {t.lower() for t in search_terms(text.strip())}
         expected = sorted(
             e["CallerId"]
             for e in sandbox.entries.values()

@@ -12,6 +12,8 @@ from mcp_types import CallToolResult, ElicitResult
 from threecx_mcp.sandbox import SEED_ENTRIES, Fault, Sandbox
 from threecx_mcp.server import BlacklistServer
 
+from .support import call_confirmed
+
 pytestmark = pytest.mark.anyio
 
 
@@ -25,14 +27,14 @@ async def mcp(
 
 
 async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
+    result = await call_confirmed(client, tool, arguments)
     assert not result.is_error, result.content
     assert result.structured_content is not None
     return result.structured_content
 
 
 async def fail(client: Client, tool: str, **arguments: Any) -> str:
-    result: CallToolResult = await client.call_tool(tool, arguments)
+    result: CallToolResult = await call_confirmed(client, tool, arguments)
     assert result.is_error, result.structured_content
     text = result.content[0].text  # type: ignore[union-attr]
     assert "Error executing tool" not in text and "Traceback" not in text and "pydantic" not in text
@@ -130,14 +132,14 @@ async def test_get_accepts_numbers_and_names_unknown_ids(mcp: Client) -> None:
     message = await fail(mcp, "get_blacklist_number", id="404")
     assert (
         message
-        == "No blacklist entry with id '404'; use list_blacklist_numbers to find it. Nothing was changed."
+        == 'No blacklist entry with id "404"; use list_blacklist_numbers to find it. Nothing was changed.'
     )
 
 
 async def test_add_normalises_phone_numbers_and_says_so(mcp: Client, sandbox: Sandbox) -> None:
     added = await call(mcp, "add_blacklist_number", caller_id=" +1 (555) 010-0142 ", description="Spam")
     assert added["entry"]["caller_id"] == "+15550100142"
-    assert "normalised to '+15550100142'" in added["notes"][0]
+    assert 'normalised to "+15550100142"' in added["notes"][0]
     assert sandbox.entries[added["entry"]["id"]]["CallerId"] == "+15550100142"
 
 
@@ -149,7 +151,7 @@ async def test_add_keeps_names_wildcards_and_clean_numbers_exactly(mcp: Client, 
 
 async def test_add_refuses_an_existing_caller_id_naming_the_entry(mcp: Client, sandbox: Sandbox) -> None:
     message = await fail(mcp, "add_blacklist_number", caller_id="+1 555 010 0199")
-    assert "already blacklisted (id '2')" in message and "update_blacklist_number" in message
+    assert 'already blacklisted (id "2")' in message and "update_blacklist_number" in message
     assert len(sandbox.entries) == len(SEED_ENTRIES)
 
 
@@ -168,7 +170,7 @@ async def test_add_rejects_bad_input_and_sends_nothing(
     mcp: Client, sandbox: Sandbox, arguments: dict[str, Any], words: str
 ) -> None:
     message = await fail(mcp, "add_blacklist_number", **arguments)
-    assert words in message and message.startswith("Invalid arguments for add_blacklist_number")
+    assert words in message and message.endswith("Nothing was changed.")
     assert sandbox.count("POST", "/xapi/v1/BlackListNumbers") == 0
 
 
@@ -209,7 +211,7 @@ async def test_update_with_unchanged_values_sends_no_patch(mcp: Client, sandbox:
     ("arguments", "words"),
     [
         ({"id": "1"}, "Give caller_id, description, or both"),
-        ({"id": "999", "description": "x"}, "No blacklist entry with id '999'; use list_blacklist_numbers"),
+        ({"id": "999", "description": "x"}, 'No blacklist entry with id "999"; use list_blacklist_numbers'),
         ({"id": "1", "caller_id": ""}, "caller_id must not be blank"),
         ({"id": "", "description": "x"}, "id must not be blank"),
         ({"id": "1", "descripton": "typo"}, "Unknown argument(s) for update_blacklist_number: descripton"),
@@ -292,7 +294,7 @@ async def test_ten_thousand_ids_are_deleted_in_chunks_with_a_result_that_fits(
     mcp: Client, sandbox: Sandbox
 ) -> None:
     ids = [sandbox.add(f"+1555{i:07d}", "x" * 200)["Id"] for i in range(9_998)]
-    raw = await mcp.call_tool("bulk_delete_blacklist_numbers", {"ids": [*ids, "gone-1", "gone-2"]})
+    raw = await call_confirmed(mcp, "bulk_delete_blacklist_numbers", {"ids": [*ids, "gone-1", "gone-2"]})
     result = raw.structured_content
     assert result is not None and not raw.is_error
     assert result["deleted"] == 9_998 and result["outcome"] == "completed"
@@ -369,19 +371,17 @@ async def test_bulk_delete_asks_the_user_when_the_client_can_be_asked(
         assert "none of the 3 entries was deleted" in result["summary"]
 
 
-async def test_confirm_true_and_dry_run_skip_the_question(
+async def test_dry_run_asks_nothing_and_a_model_cannot_skip_the_question(
     make_server: Callable[..., BlacklistServer], sandbox: Sandbox
 ) -> None:
     callback, asked = answering("decline")
     async with Client(make_server(), elicitation_callback=callback) as client:
         await call(client, "bulk_delete_blacklist_numbers", ids=["1"], dry_run=True)
-        await call(client, "bulk_delete_blacklist_numbers", ids=["1"], confirm=True)
-    assert asked == [] and "1" not in sandbox.entries
-
-
-async def test_clients_without_elicitation_rely_on_their_own_approval(mcp: Client, sandbox: Sandbox) -> None:
-    result = await call(mcp, "bulk_delete_blacklist_numbers", ids=["1"])
-    assert result["outcome"] == "completed" and "1" not in sandbox.entries
+        assert asked == []
+        skipped = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ["1"], "confirm": True})
+        assert skipped.is_error and "Unknown argument(s)" in skipped.content[0].text  # type: ignore[union-attr]
+        made_up = await call(client, "bulk_delete_blacklist_numbers", ids=["1"], plan_id="0" * 24)
+    assert len(asked) == 1 and made_up["outcome"] == "declined" and "1" in sandbox.entries
 
 
 # -- read-only ----------------------------------------------------------------------------------
@@ -392,8 +392,14 @@ async def test_read_only_mode_registers_no_write_tools(
 ) -> None:
     async with Client(make_server(read_only=True)) as client:
         names = sorted(t.name for t in (await client.list_tools()).tools)
-        assert names == ["get_blacklist_number", "list_blacklist_numbers", "list_operations"]
-        result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ["1"]})
+        assert names == [
+            "check_caller_id",
+            "get_blacklist_number",
+            "list_blacklist_numbers",
+            "list_operations",
+            "list_recent_callers",
+        ]
+        result = await call_confirmed(client, "bulk_delete_blacklist_numbers", {"ids": ["1"]})
         assert result.is_error
     assert "1" in sandbox.entries
 
@@ -409,8 +415,11 @@ async def test_bulk_delete_reports_progress_per_chunk(
         seen.append((done, total, message))
 
     async with Client(make_server(), mode=mode) as client:
+        plan = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ids})
         result = await client.call_tool(
-            "bulk_delete_blacklist_numbers", {"ids": ids}, progress_callback=progress
+            "bulk_delete_blacklist_numbers",
+            {"ids": ids, "plan_id": plan.structured_content["plan_id"]},  # type: ignore[index]
+            progress_callback=progress,
         )
     assert result.structured_content["deleted"] == 1_200  # type: ignore[index]
     assert [(d, t) for d, t, _ in seen] == [(1, 3), (2, 3), (3, 3)]

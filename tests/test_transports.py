@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from threecx_mcp.config import Settings
 from threecx_mcp.errors import ConfigError
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Sandbox
 
-from .support import AUTH_TOKEN, REPO, SUBPROCESS_JOURNAL
+from .support import AUTH_TOKEN, REPO, SUBPROCESS_JOURNAL, call_confirmed
 
 pytestmark = pytest.mark.anyio
 SNAPSHOT = REPO / "tests" / "snapshots" / "tools_list.json"
@@ -50,7 +51,7 @@ async def test_stdio_session_against_the_pbx(sandbox: Sandbox, sandbox_url: str,
         assert found.structured_content["entries"][0]["id"] == "4"  # type: ignore[index]
         updated = await client.call_tool("update_blacklist_number", {"id": "4", "description": "via stdio"})
         assert not updated.is_error
-        deleted = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ["4", "5"]})
+        deleted = await call_confirmed(client, "bulk_delete_blacklist_numbers", {"ids": ["4", "5"]})
         assert deleted.structured_content["deleted"] == 2  # type: ignore[index]
     assert "4" not in sandbox.entries and "5" not in sandbox.entries
 
@@ -61,7 +62,7 @@ async def test_stdio_delivers_a_large_delete_and_the_journal_cli_reads_it(
     ids = [sandbox.add(f"+1556{i:07d}", "note\u2028forged line " * 8)["Id"] for i in range(6_000)]
     env = pbx_env(sandbox_url) | {"THREECX_JOURNAL": str(tmp_path / "journal.sqlite3")}
     async with Client(StdioServerParameters(command=console_script(), env=env), mode="legacy") as client:
-        result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ids})
+        result = await call_confirmed(client, "bulk_delete_blacklist_numbers", {"ids": ids})
     assert not result.is_error and result.structured_content is not None
     operation_id = result.structured_content["operation_id"]
     assert result.structured_content["deleted"] == 6_000 and not set(ids) & set(sandbox.entries)
@@ -91,9 +92,11 @@ async def test_stdio_sandbox_switch_through_env_needs_no_credentials() -> None:
     params = StdioServerParameters(command=console_script(), args=["--read-only"], env=env)
     async with Client(params) as client:
         assert sorted(t.name for t in (await client.list_tools()).tools) == [
+            "check_caller_id",
             "get_blacklist_number",
             "list_blacklist_numbers",
             "list_operations",
+            "list_recent_callers",
         ]
         page = await client.call_tool("list_blacklist_numbers", {"limit": 3})
         assert page.structured_content["total"] == 12  # type: ignore[index]
@@ -127,7 +130,7 @@ async def test_http_session_with_bearer_token(http_server: str, sandbox: Sandbox
                 "update_blacklist_number", {"id": 1, "caller_id": "+44 20 7183 8751"}
             )
             assert result.structured_content["entry"]["caller_id"] == "+442071838751"  # type: ignore[index]
-            result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": "[1, 2]"})
+            result = await call_confirmed(client, "bulk_delete_blacklist_numbers", {"ids": "[1, 2]"})
             assert result.structured_content["deleted"] == 2  # type: ignore[index]
     assert "1" not in sandbox.entries
 
@@ -145,7 +148,7 @@ async def test_an_applied_delete_of_thousands_reaches_the_client_over_http(
         async with Client(
             streamable_http_client(f"{http_server}/mcp", http_client=http), mode=mode
         ) as client:
-            result = await client.call_tool("bulk_delete_blacklist_numbers", {"ids": ids})
+            result = await call_confirmed(client, "bulk_delete_blacklist_numbers", {"ids": ids})
     assert not result.is_error and result.structured_content is not None
     assert result.structured_content["deleted"] == 6_000 and result.structured_content["operation_id"]
     assert not set(ids) & set(sandbox.entries)
@@ -194,6 +197,7 @@ def test_doctor_passes_on_the_sandbox_and_fails_with_a_fix(tmp_path: Path, sandb
         "settings:",
         "dns:",
         "tcp:",
+        "scheme:",  # the sandbox is plain HTTP: doctor checks the port does not expect TLS
         "token:",
         "blacklist:",
     ]
@@ -351,12 +355,20 @@ INITIALIZE = {
     },
 }
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-DELETE = {
+PLAN = {
     "jsonrpc": "2.0",
     "id": 2,
     "method": "tools/call",
     "params": {"name": "bulk_delete_blacklist_numbers", "arguments": {"ids": ["4", "5"]}},
 }
+
+
+def applying(plan_answer: bytes) -> dict[str, object]:
+    """The delete itself: the same ids with the plan_id the first call answered (no elicitation here)."""
+    plan_id = re.search(rb'"plan_id":\s*"([0-9a-f]+)"', plan_answer)
+    assert plan_id is not None, plan_answer[:300]
+    arguments = {"ids": ["4", "5"], "plan_id": plan_id.group(1).decode()}
+    return {**PLAN, "id": 3, "params": {"name": "bulk_delete_blacklist_numbers", "arguments": arguments}}
 
 
 async def test_a_session_flood_on_loopback_does_not_lock_clients_out(
@@ -420,11 +432,13 @@ def free_port() -> int:
 
 def begin_a_slow_delete_over_stdio(server: subprocess.Popen[bytes]) -> None:
     assert server.stdin is not None and server.stdout is not None
-    for message in (INITIALIZE, INITIALIZED, DELETE):
+    for message in (INITIALIZE, INITIALIZED, PLAN):
         server.stdin.write(json.dumps(message).encode() + b"\n")
         server.stdin.flush()
         if message is INITIALIZE:
             assert b'"id":1' in server.stdout.readline()
+    server.stdin.write(json.dumps(applying(server.stdout.readline())).encode() + b"\n")
+    server.stdin.flush()
     # stdin stays open, as a client's does
 
 
@@ -457,7 +471,8 @@ def begin_a_slow_delete_over_http(server: subprocess.Popen[bytes], port: int) ->
             pass
 
     threading.Thread(target=hold, args=("GET",), daemon=True).start()  # a real client's event stream
-    threading.Thread(target=hold, args=("POST",), kwargs={"json": DELETE}, daemon=True).start()
+    delete = applying(http.post(url, json=PLAN, headers=headers).content)
+    threading.Thread(target=hold, args=("POST",), kwargs={"json": delete}, daemon=True).start()
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
@@ -516,3 +531,61 @@ def test_a_signal_mid_delete_stops_the_server_and_settles_the_journal(
         await assert_journal_matches_the_pbx(journal, sandbox)
 
     anyio.run(settled)
+
+
+async def test_two_server_processes_on_one_api_client_converge_on_one_token(
+    sandbox: Sandbox, sandbox_url: str, tmp_path: Path
+) -> None:
+    """3CX keeps one token per API client: two servers minting their own would end each other's sessions
+    (0.1: 204 mints in 895 calls). Through the shared token file in the state directory they mint once."""
+    import stat
+
+    import anyio
+
+    env = pbx_env(sandbox_url) | {"THREECX_JOURNAL": str(tmp_path / "journal.sqlite3")}
+    params = StdioServerParameters(command=console_script(), env=env)
+    async with Client(params, mode="legacy") as first, Client(params, mode="legacy") as second:
+        failures: list[str] = []
+
+        async def call(client: Client) -> None:
+            page = await client.call_tool("list_blacklist_numbers", {"limit": 1})
+            if page.is_error:
+                failures.append(str(page.content))
+
+        for client in (first, second, first, second):  # alternating: each would re-mint without sharing
+            await call(client)
+        async with anyio.create_task_group() as group:
+            for _ in range(8):
+                group.start_soon(call, first)
+                group.start_soon(call, second)
+    assert failures == [] and sandbox.token_requests == 1
+    (token_file,) = (tmp_path / "tokens").glob("*.json")
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(token_file.parent.stat().st_mode) == 0o700
+    assert SANDBOX_CLIENT_SECRET not in token_file.read_text()
+
+
+async def test_without_file_locking_each_process_keeps_its_own_token_and_says_so_once(
+    sandbox: Sandbox,
+    sandbox_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from threecx_mcp.cli import client_factory
+
+    settings = Settings.load(
+        url=sandbox_url,
+        client_id=SANDBOX_CLIENT_ID,
+        client_secret=SecretStr(SANDBOX_CLIENT_SECRET),
+        journal=tmp_path / "journal.sqlite3",
+    )
+    with monkeypatch.context() as windows:
+        windows.setattr(sys, "platform", "win32")  # no fcntl there
+        factory = client_factory(settings)
+    for _ in range(2):
+        async with factory() as client:
+            assert await client.count() == 12
+    said = [r for r in caplog.records if "cannot lock files" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+    assert not (tmp_path / "tokens").exists() and sandbox.token_requests == 2

@@ -41,6 +41,7 @@ from .errors import (
     UnexpectedResponse,
 )
 from .http_errors import TRANSIENT_STATUSES, error_from_response, unexpected_body
+from .sanitise import remember_secret, remember_token
 from .token_store import StoredToken, TokenFile
 
 TokenPoster = Callable[[str, dict[str, str]], Awaitable[httpx2.Response]]
@@ -81,6 +82,7 @@ class ClientCredentialsAuth(httpx2.Auth):
         self._token_url = token_url
         self._client_id = client_id
         self._client_secret = client_secret
+        remember_secret(client_secret.get_secret_value())  # redacted from every text shown from now on
         self._post = post
         self._retry = retry
         self.login_cooldown = login_cooldown
@@ -146,6 +148,7 @@ class ClientCredentialsAuth(httpx2.Auth):
                 self._outcomes += 1
             self._failure = None
             self._token = stored.token
+            remember_token(stored.token)
             self._expires_at = time.monotonic() + (stored.expires_at - time.time())
             return stored.token
 
@@ -191,8 +194,9 @@ class ClientCredentialsAuth(httpx2.Auth):
                 "grant_type": "client_credentials",
             },
         )
-        if response.status_code in (400, 401):
-            code, description = _oauth_error(response)
+        code, description = _oauth_error(response)
+        # A 400 is a refusal only in OAuth's words: a proxy's page for http:// on the HTTPS port is a 400 too.
+        if response.status_code == 401 or (response.status_code == 400 and code is not None):
             raise AuthenticationFailed(
                 "The PBX refused the API client's credentials.",
                 status=response.status_code,
@@ -212,6 +216,8 @@ class ClientCredentialsAuth(httpx2.Auth):
 
 
 def _oauth_error(response: httpx2.Response) -> tuple[str | None, str | None]:
+    if response.is_success:
+        return None, None
     try:
         body = response.json()
         return str(body.get("error") or "") or None, str(body.get("error_description") or "") or None

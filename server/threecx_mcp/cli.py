@@ -27,12 +27,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__, journal_cli
 from .client import XapiClient
-from .config import PbxEndpoint, Settings
+from .config import Connection, PbxEndpoint, Settings
+from .confirmation import PlanBook
 from .doctor import run_checks
 from .errors import ConfigError
 from .journal import Journal
+from .probe import run_probe
 from .sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 from .server import build_server
+from .token_store import TokenFile
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +63,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--read-only", action="store_true", help="register no write tools (THREECX_READ_ONLY=true)"
     )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="doctor only: once the checks pass, try out how the PBX treats writes, paging and filters, "
+        "with one marker entry that is removed afterwards (journaled)",
+    )
     parser.add_argument("--version", action="version", version=f"threecx-mcp {__version__}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.probe and args.command != "doctor":
+        parser.error("--probe goes with the doctor command: threecx-mcp doctor --probe")
+    return args
 
 
 SANDBOX_PBX_KEY = "sandbox"
@@ -76,6 +88,11 @@ def journal_for(settings: Settings) -> Journal:
     return Journal(settings.journal_path(), pbx_key(settings), retention_days=settings.journal_retention_days)
 
 
+def plans_for(settings: Settings) -> PlanBook:
+    """Plans beside the journal, so a client that starts a server per call can still apply one."""
+    return PlanBook(settings.journal_path().parent / "plans.sqlite3")
+
+
 def client_factory(settings: Settings) -> Callable[[], XapiClient]:
     if settings.sandbox:  # in-process: no port, no credentials to set
         sandbox = Sandbox()
@@ -87,7 +104,32 @@ def client_factory(settings: Settings) -> Callable[[], XapiClient]:
             transport=httpx2.ASGITransport(app=sandbox.app),
         )
     connection = settings.connection()  # resolved once: fails fast, before a client connects
-    return lambda: XapiClient.from_connection(connection)
+    shared = shared_token_file(settings, connection)
+    return lambda: XapiClient.from_connection(connection, token_file=shared)
+
+
+def shared_token_file(settings: Settings, connection: Connection) -> TokenFile | None:
+    """The token file this machine's servers on this PBX and API client share (see `token_store`).
+
+    3CX keeps one token per API client, so two servers minting their own (two desktop clients, or
+    stdio beside HTTP) would end each other's sessions. The file lives in the state directory, beside
+    the journal: where THREECX_JOURNAL moves this server's state (a writable volume, a test's own
+    directory), the tokens go too. Where files cannot be locked (Windows) each process keeps its own
+    token, and this says so once, at start.
+    """
+    directory = settings.journal_path().parent / "tokens"
+    shared = TokenFile.for_client(
+        connection.endpoint.origin,
+        connection.client_id,
+        connection.client_secret.get_secret_value(),
+        directory,
+    )
+    if shared is None:
+        logger.warning(
+            "This platform cannot lock files, so the PBX token is not shared with other threecx-mcp "
+            "processes: give each process that runs at the same time its own API client."
+        )
+    return shared
 
 
 def is_loopback(host: str) -> bool:
@@ -154,7 +196,9 @@ def auth_token(settings: Settings, host: str) -> SecretStr | None:
 
 def http_app(settings: Settings, factory: Callable[[], XapiClient], host: str) -> ASGIApp:
     token = auth_token(settings, host)
-    server = build_server(factory, journal_for(settings), read_only=settings.read_only)
+    server = build_server(
+        factory, journal_for(settings), read_only=settings.read_only, plans=plans_for(settings)
+    )
     security = None if is_loopback(host) else TransportSecuritySettings(enable_dns_rebinding_protection=False)
     app: ASGIApp = server.streamable_http_app(
         host=host,
@@ -178,12 +222,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = {k: True for k, on in (("sandbox", args.sandbox), ("read_only", args.read_only)) if on}
         settings = Settings.load(**overrides)
         if args.command == "doctor":
-            return doctor(settings)
+            return doctor(settings, probe=args.probe)
         if args.command == "journal":
             return journal([])
         factory = client_factory(settings)
         if args.transport == "stdio":
-            serve_stdio(build_server(factory, journal_for(settings), read_only=settings.read_only))
+            serve_stdio(
+                build_server(
+                    factory, journal_for(settings), read_only=settings.read_only, plans=plans_for(settings)
+                )
+            )
             return 0
         app = http_app(settings, factory, args.host)
         listener = bind(args.host, args.port)
@@ -347,7 +395,8 @@ def bind(host: str, port: int) -> socket.socket:
     return listener
 
 
-def doctor(settings: Settings) -> int:
+def doctor(settings: Settings, *, probe: bool = False) -> int:
+    """Run the checks; with `probe`, once they pass, the probe too (journaled like the tools' writes)."""
     if settings.sandbox:
         with LoopbackServer(Sandbox().app) as pbx:  # over real TCP, so every check runs for real
             sandbox_settings = settings.model_copy(
@@ -358,10 +407,51 @@ def doctor(settings: Settings) -> int:
                     "sandbox": False,
                 }
             )
-            return doctor(sandbox_settings)
-    checks = anyio.run(run_checks, settings)
+            # This sandbox lives only as long as the command: its token is not worth sharing.
+            connection = sandbox_settings.connection()
+            return _doctor(
+                sandbox_settings, lambda: XapiClient.from_connection(connection), journal_for(settings), probe
+            )
+    # Made once the settings check passed, so a bad setting is reported as a doctor line.
+    return _doctor(settings, lambda: client_factory(settings)(), journal_for(settings), probe)
+
+
+def _doctor(settings: Settings, factory: Callable[[], XapiClient], journal: Journal, probe: bool) -> int:
+    checks = anyio.run(run_checks, settings, factory)
     for check in checks:
         print(check.line())
     ok = all(c.ok for c in checks)
     print("All checks passed." if ok else "Some checks failed; fix the first FAIL and run doctor again.")
-    return 0 if ok else 1
+    if not ok or not probe:
+        return 0 if ok else 1
+    print("Probing the PBX with one marker entry (removed at the end):")
+    return probe_pbx(factory, journal)
+
+
+def probe_pbx(factory: Callable[[], XapiClient], journal: Journal) -> int:
+    async def probe() -> list[str]:
+        async with factory() as client:
+            return [finding.line() for finding in await run_probe(client, journal)]
+
+    try:
+        lines = anyio.run(probe)
+    except KeyboardInterrupt:  # the probe's own cleanup ran first, shielded from the cancellation
+        print(
+            "threecx-mcp: the probe was interrupted after removing its marker entry where it could; "
+            "threecx-mcp journal list shows what it changed.",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        journal.close()
+    for line in lines:
+        print(line)
+    failed = [line for line in lines if line.startswith("FAIL")]
+    if failed:
+        print(
+            f"threecx-mcp: the probe found {len(failed)} problem(s); see the FAIL lines above.",
+            file=sys.stderr,
+        )
+        return 1
+    print("The probe found nothing this server cannot handle.")
+    return 0

@@ -15,7 +15,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, Self
+from urllib.parse import quote
 
 import anyio
 import httpx2
@@ -29,6 +31,7 @@ from .errors import (
     InvalidRequest,
     PbxError,
     RateLimited,
+    TlsError,
     UnexpectedResponse,
 )
 from .http_errors import TRANSIENT_STATUSES, error_from_response, error_from_transport, unexpected_body
@@ -289,6 +292,46 @@ class XapiClient:
         _check_page(answer.records, terms, after)
         return BlacklistPage(answer.records, answer.count)
 
+    async def call_log(
+        self, period_from: datetime, period_to: datetime, *, top: int, skip: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of the PBX's call log (`ReportCallLogData/Pbx.GetCallLogData`, 3CX V20 Update 6 or
+        later, System Owner role): its rows in the period, newest first, unfiltered, and `@odata.count`.
+
+        The function takes its parameters in the path: date-times as bare OData literals
+        (`2026-11-21T10:00:00Z`), strings as quoted literals, the whole segment percent-encoded. The
+        other filters are left at what 3CX's own console sends for "all calls". Rows come back as
+        the PBX sent them: what they mean is the caller's business (see `operations.callers`).
+        """
+        function = "ReportCallLogData/Pbx.GetCallLogData"
+        when = {
+            "periodFrom": period_from.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "periodTo": period_to.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        rest = {"sourceType": "0", "sourceFilter": odata.string_literal(""), "destinationType": "0"}
+        rest |= {"destinationFilter": odata.string_literal(""), "callsType": "0", "callTimeFilterType": "0"}
+        rest |= {k: odata.string_literal("0:00:0") for k in ("callTimeFilterFrom", "callTimeFilterTo")}
+        arguments = ",".join(
+            f"{name}={value}" for name, value in (when | rest | {"hidePcalls": "false"}).items()
+        )
+        options = {"$orderby": "StartTime desc", "$top": str(top), "$skip": str(skip), "$count": "true"}
+        response = await self._request(
+            "GET",
+            quote(f"{function}({arguments})", safe="/(),=':"),
+            query=odata.query(options),
+            idempotent=True,
+        )
+        expected = "a JSON collection of call log records"
+        body = _json(response, expected)
+        rows, count = (
+            (body.get("value"), body.get("@odata.count")) if isinstance(body, dict) else (None, None)
+        )
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise unexpected_body(response, expected)
+        if count is not None and (type(count) is not int or count < 0):
+            raise unexpected_body(response, expected)
+        return rows, count
+
     # -- lookups by key ---------------------------------------------------------------------
 
     async def _find(self, prop: KeyProperty, keys: Collection[str]) -> dict[str, BlacklistRecord]:
@@ -476,7 +519,8 @@ class XapiClient:
             except httpx2.TransportError as exc:
                 error: PbxError = error_from_transport(exc, self.endpoint.origin)
                 request_sent = not isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout)
-                retryable = idempotent or not request_sent
+                # A certificate or a port's protocol does not change between attempts.
+                retryable = not isinstance(error, TlsError) and (idempotent or not request_sent)
             except PbxError as exc:  # from auth: a mint already retried by the one caller that minted
                 error, retryable = exc, False
             else:

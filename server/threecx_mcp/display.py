@@ -1,35 +1,27 @@
-"""Untrusted text shown as data: escaped, quoted and capped, so it cannot change what is said around it.
+"""Untrusted text shown as data: redacted, escaped, quoted and capped, so it cannot change what is said
+around it.
 
 Caller IDs, descriptions and ids come from the PBX or from whoever set them up; printed raw, a
 line separator, a bidi override or a control character could fake a new line or reorder the
-sentence a person reads. Every such character becomes a visible `\\uXXXX` escape.
+sentence a person reads. Every such character becomes a visible `\\uXXXX` escape, and so do `"`
+and `\\`, so the quotes around a value are always the ones written here. Secrets are redacted
+first (see `sanitise`).
 """
 
 from __future__ import annotations
 
-import unicodedata
+from .sanitise import capped, escaped_pieces, redact
 
-# Controls, format characters (bidi overrides, zero-width), line/paragraph separators,
-# surrogates, private use and unassigned code points.
-_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+_QUOTING = '\\"'
 
 
 def escape(text: str) -> str:
-    """The text with every invisible or layout-changing character written as an escape."""
-    return "".join(_escape_char(c) for c in text)
-
-
-def _escape_char(char: str) -> str:
-    if char in '\\"' or unicodedata.category(char) in _ESCAPED_CATEGORIES:
-        return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
-    return char
+    """The text, redacted, with every invisible or layout-changing character (and `"`, `\\`) escaped."""
+    return "".join(escaped_pieces(redact(text), _QUOTING))
 
 
 def quoted(text: str | None, limit: int = 80) -> str:
-    """`"+4420…"`: escaped, in double quotes, cut to about `limit` characters with an ellipsis."""
+    """`"+4420…"`: escaped, in double quotes, cut to at most `limit` characters with an ellipsis."""
     if text is None:
         return "(none)"
-    shown = escape(text)
-    if len(shown) > limit:
-        shown = shown[: limit - 1] + "…"
-    return f'"{shown}"'
+    return f'"{capped(escaped_pieces(redact(text), _QUOTING), limit)}"'

@@ -1,4 +1,10 @@
-"""`threecx-mcp doctor`: check, step by step, that this machine can manage the PBX's blacklist."""
+"""`threecx-mcp doctor`: check, step by step, that this machine can manage the PBX's blacklist.
+
+Each failure names its own cause and fix: a TLS failure is diagnosed from the exception's cause
+chain (see `http_errors.tls_error`), so an IP address instead of the certificate's name, an
+expired certificate, or a port that speaks the other protocol is never answered with "set
+THREECX_CA_BUNDLE". Every line passes the sanitiser: what the PBX said is shown redacted and escaped.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
+import anyio.abc
 
 from .client import XapiClient
 from .config import Connection, PbxEndpoint, Settings
-from .errors import ThreeCXMcpError
+from .errors import HttpsOnlyPort, ThreeCXMcpError
+from .http_errors import tls_error
+from .sanitise import clean
+
+_LINE_LIMIT = 2_000
+_SCHEME_PROBE_SECONDS = 5.0  # a plain-HTTP server may wait for more than a TLS hello: then it is not TLS
 
 
 @dataclass(frozen=True)
@@ -21,11 +33,15 @@ class Check:
     detail: str
 
     def line(self) -> str:
-        return f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+        return f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {clean(self.detail, _LINE_LIMIT)}"
 
 
-async def run_checks(settings: Settings) -> list[Check]:
-    """Every check in order; the first failure ends the run, since later checks would only repeat it."""
+async def run_checks(settings: Settings, make_client: Callable[[], XapiClient] | None = None) -> list[Check]:
+    """Every check in order; the first failure ends the run, since later checks would only repeat it.
+
+    `make_client` is how the CLI shares the running servers' token (see `token_store`): a doctor
+    minting its own token would end theirs, since 3CX keeps one per API client.
+    """
     try:
         connection = settings.connection()
     except ThreeCXMcpError as exc:
@@ -39,14 +55,18 @@ async def run_checks(settings: Settings) -> list[Check]:
     ]
     if endpoint.uses_tls:
         steps.append(("tls", lambda: _handshake(connection)))
+    else:
+        steps.append(("scheme", lambda: _plain_http(endpoint)))
     for name, step in steps:
         try:
             checks.append(Check(name, True, await step()))
         except (OSError, TimeoutError, ThreeCXMcpError) as exc:
-            checks.append(Check(name, False, _explain(name, exc, endpoint)))
+            checks.append(
+                Check(name, False, _explain(name, exc, endpoint, ca_bundle=settings.ca_bundle is not None))
+            )
             return checks
 
-    async with XapiClient.from_connection(connection) as client:
+    async with (make_client or (lambda: XapiClient.from_connection(connection)))() as client:
         try:
             await client.auth.token()
         except ThreeCXMcpError as exc:
@@ -81,16 +101,47 @@ async def _handshake(connection: Connection) -> str:
         stream = await anyio.connect_tcp(
             endpoint.host.strip("[]"), endpoint.port, tls=True, ssl_context=context
         )
-    await stream.aclose()
+    await _close(stream)
     return "certificate verified" if verify is not False else "connected WITHOUT verifying the certificate"
 
 
-def _explain(step: str, exc: BaseException, endpoint: PbxEndpoint) -> str:
+async def _plain_http(endpoint: PbxEndpoint) -> str:
+    """THREECX_URL says http://: fail if the port completes a TLS handshake, so it wants https://."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # only the protocol is asked
+    try:
+        with anyio.fail_after(_SCHEME_PROBE_SECONDS):
+            stream = await anyio.connect_tcp(
+                endpoint.host.strip("[]"), endpoint.port, tls=True, ssl_context=context
+            )
+    except (OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream):
+        return f"port {endpoint.port} does not speak HTTPS, as the http:// in THREECX_URL says"
+    await _close(stream)
+    raise HttpsOnlyPort(
+        f"THREECX_URL says http://, but port {endpoint.port} of {endpoint.host} speaks HTTPS."
+    )
+
+
+async def _close(stream: anyio.abc.ByteStream) -> None:
+    """Close after a handshake; a server that hung up first changes nothing about the answer."""
+    try:
+        await stream.aclose()
+    except (OSError, anyio.BrokenResourceError):
+        pass
+
+
+def _explain(step: str, exc: BaseException, endpoint: PbxEndpoint, *, ca_bundle: bool) -> str:
+    if isinstance(exc, ThreeCXMcpError):
+        return exc.user_message()
+    if step == "tls":
+        tls = tls_error(exc, endpoint.origin, ca_bundle=ca_bundle)
+        if tls is not None:
+            return tls.user_message()
     fixes = {
         "dns": f"cannot resolve {endpoint.host}: check the spelling in THREECX_URL and this machine's DNS.",
         "tcp": f"nothing answers on {endpoint.host}:{endpoint.port}: check the port in THREECX_URL "
         "(3CX often uses 5001) and any firewall in between.",
-        "tls": "the certificate could not be verified: set THREECX_CA_BUNDLE to your CA's PEM file.",
+        "tls": f"the TLS handshake with {endpoint.host}:{endpoint.port} failed: check that THREECX_URL names "
+        "the PBX's HTTPS address and port.",
     }
-    detail = exc.user_message() if isinstance(exc, ThreeCXMcpError) else f"{type(exc).__name__}: {exc}"
-    return f"{fixes[step]} ({detail})"
+    return f"{fixes[step]} ({type(exc).__name__}: {exc})"

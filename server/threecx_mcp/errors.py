@@ -11,11 +11,13 @@ import math
 import re
 from dataclasses import dataclass
 
-_PBX_TEXT_LIMIT = 300
+from .display import quoted
+from .sanitise import PBX_TEXT_LIMIT, redact
+
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
 
 
-def shorten(text: str, limit: int = _PBX_TEXT_LIMIT) -> str:
+def shorten(text: str, limit: int = PBX_TEXT_LIMIT) -> str:
     """Untrusted text, squeezed onto one line and cut to a length a person reads."""
     flat = _CONTROL_CHARS.sub(" ", text).strip()
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
@@ -49,7 +51,8 @@ class ThreeCXMcpError(Exception):
             self.hint = hint
 
     def user_message(self) -> str:
-        return f"{self.message} {self.hint}".strip()
+        """What a person or a model is shown; redacted once more as a last net under every path."""
+        return redact(f"{self.message} {self.hint}".strip())
 
 
 class ConfigError(ThreeCXMcpError):
@@ -58,6 +61,10 @@ class ConfigError(ThreeCXMcpError):
 
 class InvalidArgument(ThreeCXMcpError):
     """A tool argument cannot be used as given; nothing was sent to the PBX."""
+
+
+class ConfirmationNeeded(ThreeCXMcpError):
+    """The write waits for the user: they declined, or must see a plan before it can be applied."""
 
 
 class JournalError(ThreeCXMcpError):
@@ -95,11 +102,11 @@ class PbxError(ThreeCXMcpError):
             [": ".join(filter(None, (self.code, self.pbx_message)))] if self.code or self.pbx_message else []
         )
         said += [f"{d.code}: {d.message}" for d in self.details]
-        if said:
-            parts.append("The PBX said: " + "; ".join(f'"{shorten(s)}"' for s in said) + ".")
+        if said:  # the PBX's words as quoted data: escaped, so they cannot pass for this sentence
+            parts.append("The PBX said: " + "; ".join(quoted(s, PBX_TEXT_LIMIT) for s in said) + ".")
         if self.hint:
             parts.append(self.hint)
-        return " ".join(parts)
+        return redact(" ".join(parts))
 
 
 class PbxUnreachable(PbxError):
@@ -111,10 +118,55 @@ class PbxTimeout(PbxUnreachable):
 
 
 class TlsError(PbxUnreachable):
+    """TLS with the PBX failed. Nothing about it changes by asking again, so it is never retried; each
+    subclass names one cause and its own fix (only an untrusted issuer is fixed by THREECX_CA_BUNDLE)."""
+
     hint = (
-        "The PBX's TLS certificate could not be verified. If it is signed by a private CA, set "
-        "THREECX_CA_BUNDLE to that CA's PEM file (THREECX_VERIFY_TLS=false only for testing)."
+        "Check that THREECX_URL names the PBX's HTTPS address and port as its admin console shows them, "
+        "and that nothing in between (a proxy, a firewall inspecting TLS) answers instead of the PBX."
     )
+
+
+class CertificateNameMismatch(TlsError):
+    """The certificate is valid but names another host: usually the PBX's IP address or an alias was used."""
+
+    hint = (
+        "Connect with the name on the certificate, e.g. THREECX_URL=https://pbx.example.com (the PBX's FQDN "
+        "from its admin console), not its IP address or another alias."
+    )
+
+
+class CertificateUntrusted(TlsError):
+    """The certificate is signed by a CA this machine does not trust (a private CA, or self-signed)."""
+
+    hint = (
+        "If the PBX uses a private CA or a self-signed certificate, set THREECX_CA_BUNDLE to that CA's PEM "
+        "file (THREECX_VERIFY_TLS=false only for testing)."
+    )
+
+
+class CertificateExpired(TlsError):
+    """The certificate is outside its validity period (expired, or not valid yet)."""
+
+    hint = (
+        "Renew the certificate on the PBX (3CX renews its own certificate; see its admin console), and check "
+        "that this machine's clock is right."
+    )
+
+
+class PlainHttpPort(TlsError):
+    """THREECX_URL says https (or has no scheme, which means https) but the port speaks plain HTTP."""
+
+    hint = (
+        "Use the PBX's HTTPS port in THREECX_URL (3CX usually serves HTTPS on 5001 or 443); a THREECX_URL "
+        "without a scheme means https://. Write http:// only for a PBX reached over a trusted network."
+    )
+
+
+class HttpsOnlyPort(TlsError):
+    """THREECX_URL says http but the port speaks HTTPS."""
+
+    hint = "Write https:// at the start of THREECX_URL: this port expects HTTPS."
 
 
 class AuthenticationFailed(PbxError):

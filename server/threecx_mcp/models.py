@@ -3,39 +3,78 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from .caller_ids import MAX_CALLER_ID_LENGTH, character_name
 from .client import BlacklistRecord
-from .errors import shorten
+from .display import quoted
 
-MAX_CALLER_ID_LENGTH = 100
 MAX_DESCRIPTION_LENGTH = 255
 MAX_ID_LENGTH = 1000
 MAX_BULK_IDS = 10_000
+MAX_IDS_JSON_LENGTH = 1_000_000  # ids sent as one JSON string: 10,000 ids of up to ~100 characters
 MAX_SEARCH_LENGTH = 200
 MAX_LISTED_RESULTS = 100
+MAX_ARGUMENT_DEPTH = 32  # no tool takes more than a list of scalars; deeper input is an attack or a bug
+_MAX_NUMBER_BITS = 3_300  # about MAX_ID_LENGTH decimal digits; str() of a far longer int raises
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_PHONE_LIKE = re.compile(r"^\+?[\d\s().\-/]+$")
+_KINDS = {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}
 
 
-def _clean_text(value: Any, what: str, max_length: int, *, allow_blank: bool = False) -> str:
+def kind_of(value: Any) -> str:
+    """What a JSON value is, in words, for errors that must not echo the value itself."""
+    return (
+        "null" if value is None else _KINDS.get(type(value), "text" if isinstance(value, str) else "a value")
+    )
+
+
+def nesting_depth(value: Any, limit: int = MAX_ARGUMENT_DEPTH) -> int:
+    """How deeply lists and objects nest in `value`, counted without recursion and up to `limit` + 1.
+
+    JSON nested thousands deep exhausts Python's recursion limit in json, pydantic and any recursive
+    walk; measuring it iteratively first lets the server refuse it in a sentence.
+    """
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, list | dict):
+            continue
+        depth += 1
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _bounded_text(value: Any, what: str, max_length: int, *, allow_blank: bool = False) -> str:
+    """Text of bounded length, checked before any other work so that a megabyte costs nothing."""
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"{what} must be text, not {type(value).__name__}")
-    text = str(value).strip()
+        raise ValueError(f"{what} must be text, not {kind_of(value)}")
+    if isinstance(value, int) and value.bit_length() > _MAX_NUMBER_BITS:
+        raise ValueError(f"{what} is a number far longer than {max_length} digits")
+    if len(text := str(value)) > max_length:
+        raise ValueError(f"{what} is {len(text)} characters long; the limit is {max_length}")
+    text = text.strip()
     if not text and not allow_blank:
         raise ValueError(f"{what} must not be blank")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"{what} is not valid Unicode text (it holds an unpaired surrogate)") from None
-    if _CONTROL.search(text):
-        raise ValueError(f"{what} must not contain control characters (newlines, tabs, NUL)")
-    if len(text) > max_length:
-        raise ValueError(f"{what} is {len(text)} characters long; the limit is {max_length}")
+    return text
+
+
+def _clean_text(value: Any, what: str, max_length: int, *, allow_blank: bool = False) -> str:
+    text = _bounded_text(value, what, max_length, allow_blank=allow_blank)
+    for position, char in enumerate(text, start=1):
+        if char < " " or char == "\x7f":
+            raise ValueError(
+                f"{what} holds {character_name(char)} at position {position}; control characters "
+                "(newlines, tabs, NUL) are not allowed"
+            )
     return text
 
 
@@ -44,7 +83,8 @@ def _entry_id(value: Any) -> str:
 
 
 def _caller_id(value: Any) -> str:
-    return _clean_text(value, "caller_id", MAX_CALLER_ID_LENGTH)
+    """Only bounded here: caller_ids.check_caller_id, run by the operation, refuses or normalises it."""
+    return _bounded_text(value, "caller_id", MAX_CALLER_ID_LENGTH)
 
 
 def _description(value: Any) -> str:
@@ -57,16 +97,18 @@ def _search(value: Any) -> str:
 
 def _id_list(value: Any) -> list[str]:
     """A list of ids, or a JSON string holding one (as the n8n 3CX node sends it); duplicates folded."""
-    received = shorten(value if isinstance(value, str) else json.dumps(value, default=str), 120)
+    example = 'send a list such as ["12", "15"]'
     if isinstance(value, str):
+        if len(value) > MAX_IDS_JSON_LENGTH:
+            raise ValueError(f"ids is {len(value)} characters of text; the limit is {MAX_IDS_JSON_LENGTH}")
         try:
             value = json.loads(value)
+        except RecursionError:
+            raise ValueError(f"ids holds JSON nested too deeply; {example}") from None
         except ValueError:
-            raise ValueError(
-                f'ids is not valid JSON; send a list such as ["12", "15"] (received {received})'
-            ) from None
+            raise ValueError(f"ids is not valid JSON; {example} (received {quoted(value, 60)})") from None
     if not isinstance(value, list):
-        raise ValueError(f'ids must be a list such as ["12", "15"] (received {received})')
+        raise ValueError(f"ids must be a list, not {kind_of(value)}; {example}")
     if not value:
         raise ValueError("ids is empty; give at least one id (list_blacklist_numbers shows them)")
     if len(value) > MAX_BULK_IDS:
@@ -74,18 +116,18 @@ def _id_list(value: Any) -> list[str]:
     ids: dict[str, None] = {}
     for position, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, str | int):
-            raise ValueError(
-                f"ids[{position}] must be a string or a number, not {json.dumps(item, default=str)[:60]}"
-            )
+            raise ValueError(f"ids[{position}] must be a string or a number, not {kind_of(item)}")
         try:
             ids[_entry_id(item)] = None
         except ValueError as exc:
-            raise ValueError(f"ids[{position}]: {exc} (received {received})") from None
+            raise ValueError(f"ids[{position}]: {exc}") from None
     return list(ids)
 
 
+_IdText = Annotated[str, Field(max_length=MAX_ID_LENGTH)]
+
 EntryId = Annotated[
-    str | int,
+    _IdText | int,
     BeforeValidator(_entry_id),
     Field(description='The entry\'s id (its XAPI key) as list_blacklist_numbers shows it, e.g. "42".'),
 ]
@@ -115,7 +157,8 @@ SearchInput = Annotated[
     ),
 ]
 IdList = Annotated[
-    list[str | int] | str,
+    Annotated[list[_IdText | int], Field(max_length=MAX_BULK_IDS)]
+    | Annotated[str, Field(max_length=MAX_IDS_JSON_LENGTH)],
     BeforeValidator(_id_list),
     Field(
         description=(
@@ -124,20 +167,6 @@ IdList = Annotated[
         ),
     ),
 ]
-
-
-def normalize_caller_id(caller_id: str) -> tuple[str, str | None]:
-    """Strip phone-number formatting so the entry matches the digits the PBX sees; names stay as typed."""
-    if "*" in caller_id or not _PHONE_LIKE.match(caller_id):
-        return caller_id, None
-    digits = re.sub(r"\D", "", caller_id)
-    normalized = ("+" if caller_id.startswith("+") else "") + digits
-    if len(digits) < 2 or normalized == caller_id:
-        return caller_id, None
-    return (
-        normalized,
-        f"caller_id {caller_id!r} was normalised to {normalized!r} (3CX compares caller IDs exactly).",
-    )
 
 
 # -- outputs ----------------------------------------------------------------------------------
@@ -209,8 +238,13 @@ class BulkDeleteResult(BaseModel):
         default=None,
         description="Journal id of this delete; restore_blacklist_numbers can re-create the entries.",
     )
-    outcome: Literal["completed", "partial", "interrupted", "dry_run", "declined"]
+    outcome: Literal["completed", "partial", "interrupted", "dry_run", "awaiting_confirmation", "declined"]
     summary: str
+    plan_id: str | None = Field(
+        default=None,
+        description="Set when nothing was deleted yet: show the summary to the user and, if they agree, "
+        "call again with the same ids and this plan_id (valid 10 minutes, once).",
+    )
     requested: int = Field(description="Distinct ids asked for.")
     deleted: int
     not_found: int
@@ -226,14 +260,6 @@ class BulkDeleteResult(BaseModel):
     )
     details: str | None = Field(default=None, description="MCP resource URI with every id's result.")
     warnings: list[str] = Field(default_factory=list)
-
-
-class DeleteConfirmation(BaseModel):
-    """What the user is asked before a bulk delete."""
-
-    confirm: bool = Field(
-        title="Delete these entries", description="Tick to delete; they can only be re-added by hand."
-    )
 
 
 RestoreStatus = Literal[
@@ -304,3 +330,64 @@ class OperationsPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as cursor for older operations; null when there are none."
     )
+
+
+# -- callers: check_caller_id and list_recent_callers -------------------------------------------
+
+MAX_RECENT_HOURS = 720  # 30 days
+MAX_RECENT_CALLERS = 500
+
+CheckedCallerId = Annotated[
+    str,
+    BeforeValidator(_caller_id),
+    Field(
+        description=(
+            "The incoming caller ID to check: a phone number (formatting such as '+1 (555) 010-0199' is "
+            "removed, as when adding) or a caller ID name. Compared as 3CX does: exactly, case included."
+        ),
+        max_length=MAX_CALLER_ID_LENGTH,
+    ),
+]
+
+MatchKind = Literal["exact", "pattern"]
+
+
+class BlockingEntry(BaseModel):
+    entry: BlacklistEntry
+    match: MatchKind = Field(description="exact: the entry is this caller ID; pattern: its * matches it.")
+
+
+class CallerCheckResult(BaseModel):
+    caller_id: str = Field(description="The caller ID as checked, after the same normalisation as add.")
+    blocked: bool
+    blocked_by: list[BlockingEntry] = Field(
+        description=f"The entries that block it, the exact one first, then patterns; at most {MAX_LISTED_RESULTS}."
+    )
+    omitted: int = Field(default=0, description="Blocking entries left out of `blocked_by`.")
+    summary: str
+    notes: list[str] = Field(default_factory=list, description="How the caller ID was normalised, if it was.")
+
+
+class RecentCaller(BaseModel):
+    caller_id: str = Field(description='The caller ID the PBX logged ("" when it logged none).')
+    name: str | None = Field(description="The caller's display name in the latest call, if any.")
+    calls: int
+    answered: int
+    unanswered: int
+    first_call: str | None = Field(description="Start of the earliest call in the period (UTC, ISO 8601).")
+    last_call: str | None = Field(description="Start of the latest call in the period (UTC, ISO 8601).")
+    blocked_by: BlacklistEntry | None = Field(description="An entry that blocks this caller now, if any.")
+    blocked_on: Literal["caller_id", "name"] | None = Field(
+        description="Whether that entry matches the caller ID or the display name."
+    )
+
+
+class RecentCallersResult(BaseModel):
+    period_from: str = Field(description="Start of the period read (UTC, ISO 8601).")
+    period_to: str = Field(description="End of the period read (UTC, ISO 8601).")
+    records_read: int = Field(description="Call log records read (a call may have several).")
+    inbound_calls: int = Field(description="Inbound calls among them.")
+    callers_total: int = Field(description="Callers with at least min_calls inbound calls.")
+    callers: list[RecentCaller] = Field(description="The most frequent callers first, at most `limit`.")
+    truncated: bool = Field(description="True when the call log held more records than were read.")
+    summary: str

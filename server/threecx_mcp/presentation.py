@@ -2,7 +2,9 @@
 
 Structured content carries the data (bounded, see `operations.reporting`); the text block is
 what a model or a person reads first, so it leads with the counts, lists what needs attention,
-and says where the rest is. Every value from the PBX is shown quoted and escaped.
+and says where the rest is. Every value from the PBX is shown quoted and escaped, and each line
+passes the sanitiser once more on its way out (see `sanitise`), so nothing in a summary, a reason
+or a warning can carry a secret or break a line.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from .display import quoted
-from .models import BulkDeleteResult, OperationsPage, RestoreResult
+from .models import BulkDeleteResult, CallerCheckResult, OperationsPage, RecentCallersResult, RestoreResult
+from .sanitise import clean
 
 MAX_TEXT_BYTES = 16_000
 _MAX_LINES = 30
+_RECENT_CALLER_LINES = 25  # callers listed in the text (all are in the structured result): under 16 KB
 
 
 def tool_result(model: BaseModel) -> CallToolResult:
     """The model as structured content, with its own short text (or compact JSON for small models)."""
-    text = _text(model)
+    text = "\n".join(clean(line, MAX_TEXT_BYTES) for line in _text(model).split("\n"))
     encoded = text.encode()
     if len(encoded) > MAX_TEXT_BYTES:  # a safety net: the renderers already stay well below it
         text = encoded[: MAX_TEXT_BYTES - 40].decode(errors="ignore") + "\n… (cut; see the structured result)"
@@ -37,6 +41,10 @@ def _text(model: BaseModel) -> str:
         return _restore(model)
     if isinstance(model, OperationsPage):
         return _operations(model)
+    if isinstance(model, RecentCallersResult):
+        return _recent_callers(model)
+    if isinstance(model, CallerCheckResult):
+        return "\n".join([model.summary, *(f"Note: {n}" for n in model.notes)])
     return model.model_dump_json()
 
 
@@ -66,8 +74,8 @@ def _bulk_delete(result: BulkDeleteResult) -> str:
         result.requested - result.deleted - result.would_delete,
     )
     done = [r for r in result.results if r.status in ("deleted", "would_delete")]
-    verb = "Would delete" if result.outcome == "dry_run" else "Deleted"
-    count = result.would_delete if result.outcome == "dry_run" else result.deleted
+    verb = "Deleted" if result.operation_id else "Would delete"
+    count = result.deleted if result.operation_id else result.would_delete
     if done:
         shown = ", ".join(f"{quoted(r.caller_id, 40)} (id {quoted(r.id, 20)})" for r in done[:20])
         lines.append(
@@ -121,4 +129,26 @@ def _listed(heading: str, lines: Iterable[str], total: int) -> list[str]:
 
 
 def _reason(reason: str) -> str:
-    return quoted(reason, 200)[1:-1]
+    """A reason is a sentence of ours (a `user_message`, whose PBX words are already quoted data)."""
+    return clean(reason, 200)
+
+
+def _recent_callers(result: RecentCallersResult) -> str:
+    """The result in words: a line per caller, every PBX value quoted and escaped."""
+    lines = [result.summary]
+    for caller in result.callers[:_RECENT_CALLER_LINES]:
+        name = f" {quoted(caller.name, 40)}" if caller.name else ""
+        blocked = (
+            f"; blocked by {quoted(caller.blocked_by.caller_id, 40)} (id {quoted(caller.blocked_by.id, 20)}, "
+            f"on its {caller.blocked_on})"
+            if caller.blocked_by is not None
+            else "; not blocked"
+        )
+        lines.append(
+            f"- {quoted(caller.caller_id, 40)}{name}: {caller.calls} call{'' if caller.calls == 1 else 's'} "
+            f"({caller.answered} answered, "
+            f"{caller.unanswered} unanswered), {caller.first_call} to {caller.last_call}{blocked}"
+        )
+    if len(result.callers) > _RECENT_CALLER_LINES:
+        lines.append(f"- … and {len(result.callers) - _RECENT_CALLER_LINES} more in the structured result")
+    return "\n".join(lines)

@@ -15,29 +15,61 @@ from pydantic import ValidationError
 
 from . import __version__
 from .client import XapiClient
+from .confirmation import PlanBook
+from .display import escape, quoted
 from .errors import ThreeCXMcpError
 from .journal import Journal
+from .models import MAX_ARGUMENT_DEPTH, nesting_depth
 from .tools import AppState, register
 
 log = logging.getLogger(__name__)
 
+_NAME_LIMIT = 40  # an argument name echoed from the request
+_LISTED_PROBLEMS = 10
+_MESSAGE_LIMIT = 1_800  # with the tool's name and the closing words, under 2,000 characters
+
 INSTRUCTIONS = """\
-Manages the caller blacklist of a 3CX phone system. Find entries with list_blacklist_numbers
-(search by number, name or note); its ids are what get, update and bulk delete take. Deleting
-unblocks callers: preview with dry_run=true. Every update, delete and restore is journaled first;
-restore_blacklist_numbers undoes one by its operation_id, and list_operations finds them."""
+Manages the caller blacklist of a 3CX phone system. list_recent_callers shows who has been calling
+and whether they are blocked; check_caller_id says which entry or * pattern blocks a number (check
+before adding). Find entries with list_blacklist_numbers (search by number, name or note); its ids
+are what get, update and bulk delete take. Deleting
+unblocks callers and the user confirms it: when a call returns a plan_id instead of deleting, show
+the user the plan (counts and caller IDs) and apply it with plan_id only if they agree. Every update,
+delete and restore is journaled first; restore_blacklist_numbers undoes one by its operation_id, and
+list_operations finds them."""
 
 
 def error_result(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
 
+def _name(text: str) -> str:
+    """An argument name from the request, escaped and cut: it is the caller's text, not ours."""
+    shown = escape(text)
+    return shown if len(shown) <= _NAME_LIMIT else shown[: _NAME_LIMIT - 1] + "…"
+
+
+def _invalid(tool: str, problems: list[str]) -> str:
+    text = f"Invalid arguments for {tool}: " + "; ".join(problems)
+    if len(text) > _MESSAGE_LIMIT:
+        text = text[: _MESSAGE_LIMIT - 1] + "…"
+    return text + ". Nothing was changed."
+
+
 def describe_invalid_arguments(tool: str, error: ValidationError) -> str:
     problems = []
-    for item in error.errors(include_url=False, include_input=False):
-        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+    for item in error.errors(include_url=False, include_input=False)[:_LISTED_PROBLEMS]:
+        where = ".".join(_name(str(part)) for part in item["loc"]) or "arguments"
         problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
-    return f"Invalid arguments for {tool}: " + "; ".join(problems) + ". Nothing was changed."
+    return _invalid(tool, problems)
+
+
+def _too_deep(tool: str, argument: str) -> str:
+    problem = (
+        f"{argument} is nested too deeply (more than {MAX_ARGUMENT_DEPTH} levels of lists or objects); "
+        'no argument takes more than a flat list such as ["12", "15"]'
+    )
+    return _invalid(tool, [problem])
 
 
 class BlacklistServer(MCPServer[AppState]):
@@ -47,17 +79,26 @@ class BlacklistServer(MCPServer[AppState]):
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         tool = self._tool_manager.get_tool(name)
-        if tool is not None:
-            unknown = sorted(set(arguments) - set(tool.parameters.get("properties", {})))
-            if unknown:
-                allowed = ", ".join(tool.parameters.get("properties", {}))
-                return error_result(
-                    f"Unknown argument(s) for {name}: {', '.join(unknown)}. It takes: {allowed}."
-                )
+        if tool is None:
+            return error_result(f"There is no tool {quoted(name, 60)}; tools/list names this server's tools.")
+        properties = tool.parameters.get("properties", {})
+        unknown = sorted(set(arguments) - set(properties))
+        if unknown:
+            shown = ", ".join(_name(argument) for argument in unknown[:_LISTED_PROBLEMS])
+            more = f" and {len(unknown) - _LISTED_PROBLEMS} more" if len(unknown) > _LISTED_PROBLEMS else ""
+            return error_result(
+                f"Unknown argument(s) for {name}: {shown}{more}. It takes: {', '.join(properties)}."
+            )
+        for argument, value in arguments.items():
+            # Measured without recursion before json or pydantic walk it (and run out of stack).
+            if nesting_depth(value) > MAX_ARGUMENT_DEPTH:
+                return error_result(_too_deep(name, argument))
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             cause = exc.__cause__
+            if isinstance(cause, RecursionError):  # a JSON string nested deeper than any check foresaw
+                return error_result(_too_deep(name, "an argument"))
             if isinstance(cause, ValidationError):
                 return error_result(describe_invalid_arguments(name, cause))
             if isinstance(cause, ThreeCXMcpError):
@@ -67,8 +108,15 @@ class BlacklistServer(MCPServer[AppState]):
 
 
 def build_server(
-    client_factory: Callable[[], XapiClient], journal: Journal, *, read_only: bool = False
+    client_factory: Callable[[], XapiClient],
+    journal: Journal,
+    *,
+    read_only: bool = False,
+    plans: PlanBook | None = None,
 ) -> BlacklistServer:
+    """The server; `plans` is where confirmations wait (in memory unless given a file, see `confirmation`)."""
+    plan_book = plans or PlanBook()
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         # Everything made while starting (the SDK, pydantic's schemas) lives as long as the server: freezing
@@ -76,7 +124,7 @@ def build_server(
         gc.freeze()
         try:
             async with client_factory() as client:
-                yield AppState(client=client, journal=journal)
+                yield AppState(client=client, journal=journal, plans=plan_book)
         finally:
             journal.close()  # it reopens if the server is started again
 

@@ -50,12 +50,18 @@ class TokenFile:
         self.path = path
 
     @classmethod
-    def for_client(cls, origin: str, client_id: str, directory: Path | None = None) -> TokenFile | None:
+    def for_client(
+        cls, origin: str, client_id: str, client_secret: str, directory: Path | None = None
+    ) -> TokenFile | None:
         """The file for this PBX and API client (in `directory`, default the per-user state
-        directory), or None where processes cannot lock files (Windows)."""
+        directory), or None where processes cannot lock files (Windows).
+
+        The API key is part of the (hashed) name: a process holding a wrong or revoked key must not
+        pick up a token that the right key minted, or it would look as if its key worked.
+        """
         if sys.platform == "win32":
             return None
-        name = hashlib.sha256(f"{origin}\n{client_id}".encode()).hexdigest()
+        name = hashlib.sha256(f"{origin}\n{client_id}\n{client_secret}".encode()).hexdigest()
         return cls((directory or default_directory()) / f"{name}.json")
 
     def __repr__(self) -> str:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 from mcp.server.mcpserver import (
-    AcceptedElicitation,
     Context,
     Elicit,
     ElicitationResult,
@@ -19,30 +18,44 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
+from .caller_ids import check_caller_id
 from .client import XapiClient
+from .confirmation import Confirmation, PlanBook, Unasked, accepted, caller_id_list, can_ask
 from .display import quoted
-from .errors import ThreeCXMcpError
+from .errors import ConfirmationNeeded, ThreeCXMcpError
 from .journal import Journal
 from .models import (
+    MAX_RECENT_CALLERS,
+    MAX_RECENT_HOURS,
     AddResult,
     BlacklistEntry,
     BlacklistPageResult,
     BulkDeleteResult,
+    CallerCheckResult,
     CallerIdInput,
-    DeleteConfirmation,
+    CheckedCallerId,
     DescriptionInput,
     EntryId,
     IdList,
     OperationsPage,
+    RecentCallersResult,
     RestoreResult,
     SearchInput,
     UpdateResult,
 )
-from .operations import bulk_delete, entries, history, restore
+from .operations import bulk_delete, callers, entries, history, restore
 from .operations.reporting import OPERATION_URI_PREFIX
 from .presentation import tool_result
 
-_PREVIEW_CALLER_IDS = 10
+_DELETE = "bulk_delete_blacklist_numbers"  # the action a delete plan is bound to
+
+PlanId = Annotated[
+    str,
+    Field(
+        description="plan_id from the plan the user agreed to (only for clients that cannot ask the user).",
+        max_length=64,
+    ),
+]
 
 
 @dataclass
@@ -51,6 +64,7 @@ class AppState:
 
     client: XapiClient
     journal: Journal
+    plans: PlanBook
 
 
 def _state(ctx: Context) -> AppState:
@@ -69,13 +83,19 @@ def _journal(ctx: Context) -> Journal:
 class _Registered:
     fn: Callable[..., Any]
     annotations: ToolAnnotations
+    name: str | None = None  # the tool's name when it is not the function's
 
 
 _TOOLS: list[_Registered] = []
 
 
 def _tool(
-    title: str, *, read_only: bool, destructive: bool = False, idempotent: bool = False
+    title: str,
+    *,
+    read_only: bool,
+    destructive: bool = False,
+    idempotent: bool = False,
+    name: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a tool's hints where it is defined; `register` adds the ones the mode allows."""
 
@@ -87,7 +107,7 @@ def _tool(
             idempotent_hint=idempotent,
             open_world_hint=False,
         )
-        _TOOLS.append(_Registered(fn, hints))
+        _TOOLS.append(_Registered(fn, hints, name))
         return fn
 
     return declare
@@ -98,7 +118,9 @@ async def list_blacklist_numbers(
     ctx: Context,
     search: SearchInput | None = None,
     limit: Annotated[int, Field(ge=1, le=500, description="Entries per page (1-500).")] = 50,
-    cursor: Annotated[str | None, Field(description="next_cursor from the previous page.")] = None,
+    cursor: Annotated[
+        str | None, Field(description="next_cursor from the previous page.", max_length=2_000)
+    ] = None,
 ) -> BlacklistPageResult:
     """List or search the PBX's caller blacklist, a page at a time.
 
@@ -115,83 +137,187 @@ async def get_blacklist_number(ctx: Context, id: EntryId) -> BlacklistEntry:
     return await entries.get_entry(_client(ctx), str(id))
 
 
+_BROAD = Annotated[
+    bool,
+    Field(
+        description="Allow a pattern that blocks (nearly) every caller, such as * or +*; the user confirms it."
+    ),
+]
+
+
+async def _ask_before_broad_pattern(
+    caller_id: str | None, allow_broad_pattern: bool, ctx: Context
+) -> Elicit[Confirmation] | Unasked:
+    """Ask before storing a pattern that blocks (nearly) everyone; only reached with allow_broad_pattern."""
+    if caller_id is None or not allow_broad_pattern:
+        return Unasked.NOT_NEEDED  # a broad pattern is refused outright by the operation
+    try:
+        checked = check_caller_id(caller_id)
+    except ThreeCXMcpError:
+        return Unasked.NOT_NEEDED  # the operation refuses it with the reason
+    if checked.broad_reason is None:
+        return Unasked.NOT_NEEDED
+    if not can_ask(ctx.client_capabilities):
+        return Unasked.CANNOT_ASK
+    return Elicit(
+        f"Blacklist the pattern {quoted(checked.value, 40)} on the PBX? {checked.broad_reason}",
+        Confirmation,
+    )
+
+
+def _confirm_broad_pattern(
+    ctx: Context, asked: ElicitationResult[Confirmation], action: str, request: object, plan_id: str | None
+) -> None:
+    """Go on only when the user agreed: by elicitation, or by the plan they were shown (else raise)."""
+    unasked = getattr(asked, "data", None)
+    if unasked is Unasked.CANNOT_ASK:
+        plans = _state(ctx).plans
+        if plan_id is not None:
+            plans.redeem(plan_id, action, request)
+            return
+        raise ConfirmationNeeded(
+            "Nothing was changed yet: this pattern blocks (nearly) every caller and the user must agree. "
+            f"Show the user the caller ID and why; only if they agree, call {action} again with the same "
+            f"arguments and plan_id={plans.issue(action, request)} (valid {plans.lifetime_minutes} minutes, once)."
+        )
+    if not isinstance(unasked, Unasked) and not accepted(asked):
+        raise ConfirmationNeeded("The user declined; nothing was changed.")
+
+
 @_tool("Add blacklist entry", read_only=False)
 async def add_blacklist_number(
-    ctx: Context, caller_id: CallerIdInput, description: DescriptionInput | None = None
+    ctx: Context,
+    caller_id: CallerIdInput,
+    asked: Annotated[ElicitationResult[Confirmation], Resolve(_ask_before_broad_pattern)],
+    description: DescriptionInput | None = None,
+    allow_broad_pattern: _BROAD = False,
+    plan_id: PlanId | None = None,
 ) -> AddResult:
     """Block a caller: add a caller ID (number, name, or * pattern) to the PBX's blacklist.
 
-    Refuses a caller ID that is already blacklisted and names the existing entry instead.
+    Refuses a caller ID that is already blacklisted and names the existing entry instead. A
+    pattern that would block (nearly) every caller (*, +*, fewer than 3 characters besides *)
+    needs allow_broad_pattern=true and the user's confirmation: if the answer carries a
+    plan_id, show the user the caller ID and the reason, and only if they agree call again with it.
     """
-    return await entries.add_entry(_client(ctx), str(caller_id), description)
+    request = [_journal(ctx).pbx, str(caller_id), description]
+    _confirm_broad_pattern(ctx, asked, "add_blacklist_number", request, plan_id)
+    return await entries.add_entry(
+        _client(ctx), str(caller_id), description, allow_broad_pattern=allow_broad_pattern
+    )
 
 
 @_tool("Update blacklist entry", read_only=False, destructive=True, idempotent=True)
 async def update_blacklist_number(
     ctx: Context,
     id: EntryId,
+    asked: Annotated[ElicitationResult[Confirmation], Resolve(_ask_before_broad_pattern)],
     caller_id: CallerIdInput | None = None,
     description: Annotated[
         DescriptionInput | None, Field(description='New note; "" clears it; omit to leave it unchanged.')
     ] = None,
+    allow_broad_pattern: _BROAD = False,
+    plan_id: PlanId | None = None,
 ) -> UpdateResult:
     """Change an existing blacklist entry's caller ID and/or description.
 
     Give the id (from list_blacklist_numbers) and at least one of caller_id or description;
     omitted fields stay as they are. Returns the entry as stored afterwards, the previous
     values, which fields changed, and an operation_id that restore_blacklist_numbers undoes.
+    A caller ID blocking (nearly) everyone needs allow_broad_pattern=true, as for add.
     """
-    return await entries.update_entry(_client(ctx), _journal(ctx), str(id), caller_id, description)
+    request = [_journal(ctx).pbx, str(id), caller_id, description]
+    _confirm_broad_pattern(ctx, asked, "update_blacklist_number", request, plan_id)
+    return await entries.update_entry(
+        _client(ctx),
+        _journal(ctx),
+        str(id),
+        caller_id,
+        description,
+        allow_broad_pattern=allow_broad_pattern,
+    )
 
 
-async def _confirm_bulk_delete(
-    ids: list[str], dry_run: bool, confirm: bool, ctx: Context
-) -> Elicit[DeleteConfirmation] | bool:
-    """Ask the user first when the client can be asked; otherwise its own approval prompt stands."""
-    capabilities = ctx.client_capabilities
-    if dry_run or confirm or capabilities is None or capabilities.elicitation is None:
-        return True
+async def _ask_before_deleting(ids: list[str], dry_run: bool, ctx: Context) -> Elicit[Confirmation] | Unasked:
+    """Ask the user when the client can ask; otherwise the plan_id route applies (see `confirmation`).
+
+    It may run again on each round of a 2026-07-28 call, so it only reads: the plan is used up in the tool.
+    """
+    if dry_run:
+        return Unasked.NOT_NEEDED
+    if not can_ask(ctx.client_capabilities):
+        return Unasked.CANNOT_ASK
     existing = await _client(ctx).find_by_ids(ids)
     if not existing:
-        return True  # nothing would be deleted: nothing to confirm
-    shown = [quoted(existing[i].caller_id, 40) for i in ids if i in existing][:_PREVIEW_CALLER_IDS]
-    more = len(existing) - len(shown)
-    message = (
-        f"Delete {len(existing)} blacklist entr{'y' if len(existing) == 1 else 'ies'} from the PBX? "
-        f"Caller IDs: {', '.join(shown)}{f' and {more} more' if more else ''}. "
-        "Those callers will no longer be blocked."
+        return Unasked.NOT_NEEDED  # nothing would be deleted: nothing to confirm
+    count = len(existing)
+    caller_ids = [existing[i].caller_id for i in ids if i in existing]
+    return Elicit(
+        f"Delete {count} blacklist entr{'y' if count == 1 else 'ies'} from the PBX? "
+        f"Those callers will no longer be blocked. The caller IDs (as stored, in quotes): "
+        f"{caller_id_list(caller_ids, count)}.",
+        Confirmation,
     )
-    return Elicit(message, DeleteConfirmation)
 
 
 @_tool("Delete blacklist entries", read_only=False, destructive=True, idempotent=True)
 async def bulk_delete_blacklist_numbers(
     ctx: Context,
     ids: IdList,
-    confirmation: Annotated[ElicitationResult[DeleteConfirmation], Resolve(_confirm_bulk_delete)],
+    asked: Annotated[ElicitationResult[Confirmation], Resolve(_ask_before_deleting)],
     dry_run: Annotated[bool, Field(description="Report what would be deleted, delete nothing.")] = False,
-    confirm: Annotated[
-        bool, Field(description="Set true only when the user has already confirmed this exact deletion.")
-    ] = False,
+    plan_id: PlanId | None = None,
 ) -> Annotated[CallToolResult, BulkDeleteResult]:
     """Delete many blacklist entries at once (unblocks those callers).
 
-    Get ids from list_blacklist_numbers. Reports the counts, every id that was not deleted
-    (not found, failed with the reason, or unknown) and the deleted entries' caller IDs; the
-    full per-id detail is in the resource named by `details`. Pass the returned operation_id to
-    restore_blacklist_numbers to undo. Use dry_run=true first to preview. Up to 10,000 ids.
+    Get ids from list_blacklist_numbers. The user confirms every delete: clients that can ask
+    them do so; otherwise the first call deletes nothing and returns a plan with a plan_id. Show
+    the user the plan's summary and caller IDs, and only if they agree call again with the same
+    ids and that plan_id. Never apply a plan the user has not seen. Reports the counts, every id
+    that was not deleted (not found, failed with the reason, or unknown) and the deleted entries'
+    caller IDs; the full per-id detail is in the resource named by `details`. Pass the returned
+    operation_id to restore_blacklist_numbers to undo. Up to 10,000 ids.
     """
     id_list = [str(i) for i in ids]
-    # The resolver answers True itself when there is no one to ask (dry run, no elicitation).
-    accepted = isinstance(confirmation, AcceptedElicitation) and (
-        not isinstance(confirmation.data, DeleteConfirmation) or confirmation.data.confirm
-    )
-    if not accepted:
+    client, journal, plans = _client(ctx), _journal(ctx), _state(ctx).plans
+    request = {"pbx": journal.pbx, "ids": sorted(id_list)}  # plans may be shared by servers of other PBXs
+    unasked = getattr(asked, "data", None)
+    if unasked is Unasked.CANNOT_ASK:  # never for a dry run: that needs no confirmation
+        if plan_id is not None:
+            plans.redeem(plan_id, _DELETE, request)
+        else:
+            preview = await bulk_delete.bulk_delete(client, journal, id_list, dry_run=True)
+            if preview.would_delete:
+                plan = plans.issue(_DELETE, request)
+                return tool_result(_as_plan(preview, plan, plans.lifetime_minutes, asked_dry_run=False))
+            # None of the ids exists: nothing to confirm, and the delete below reports them not found.
+    elif not isinstance(unasked, Unasked) and not accepted(asked):
         return tool_result(bulk_delete.declined(id_list))
     result = await bulk_delete.bulk_delete(
-        _client(ctx), _journal(ctx), id_list, dry_run=dry_run, progress=ctx.report_progress
+        client, journal, id_list, dry_run=dry_run, progress=ctx.report_progress
     )
+    if dry_run and result.would_delete and not can_ask(ctx.client_capabilities):
+        result = _as_plan(result, plans.issue(_DELETE, request), plans.lifetime_minutes, asked_dry_run=True)
     return tool_result(result)
+
+
+def _as_plan(
+    preview: BulkDeleteResult, plan_id: str, minutes: int, *, asked_dry_run: bool
+) -> BulkDeleteResult:
+    """The dry run's result carrying a plan: the only way a client that cannot ask the user gets to delete."""
+    count = preview.would_delete
+    return preview.model_copy(
+        update={
+            "outcome": "dry_run" if asked_dry_run else "awaiting_confirmation",
+            "plan_id": plan_id,
+            "summary": (
+                f"Nothing was deleted. Plan: delete {count} entr{'y' if count == 1 else 'ies'} "
+                f"({preview.not_found} of the ids were not found). Show the user this plan and the caller "
+                f"IDs below; only if they agree, call {_DELETE} again with the same ids, without dry_run, "
+                f"and plan_id={plan_id} (valid {minutes} minutes, once)."
+            ),
+        }
+    )
 
 
 @_tool("Restore blacklist entries", read_only=False, destructive=True, idempotent=True)
@@ -229,6 +355,46 @@ async def restore_blacklist_numbers(
     return tool_result(result)
 
 
+# Named check_caller_id over MCP; in Python that name is caller_ids' normaliser, used above.
+@_tool("Check whether a caller is blocked", read_only=True, idempotent=True, name="check_caller_id")
+async def check_caller_id_tool(
+    ctx: Context, caller_id: CheckedCallerId
+) -> Annotated[CallToolResult, CallerCheckResult]:
+    """Say whether the PBX's blacklist blocks a caller, and by which entries.
+
+    Matches as 3CX does: exactly, case included, * in an entry matching anything (so "Jeremy"
+    is blocked by the entry *eremy, which a search for "Jeremy" does not find). The caller ID is
+    normalised as add_blacklist_number would store it, and the result says when it was.
+    """
+    return tool_result(await callers.check_caller(_client(ctx), str(caller_id)))
+
+
+@_tool("List recent callers", read_only=True, idempotent=True)
+async def list_recent_callers(
+    ctx: Context,
+    hours: Annotated[
+        int,
+        Field(
+            ge=1, le=MAX_RECENT_HOURS, description=f"How far back to look, in hours (1-{MAX_RECENT_HOURS})."
+        ),
+    ] = 24,
+    min_calls: Annotated[
+        int, Field(ge=1, le=10_000, description="Only callers with at least this many inbound calls.")
+    ] = 1,
+    limit: Annotated[
+        int, Field(ge=1, le=MAX_RECENT_CALLERS, description=f"Callers to list (1-{MAX_RECENT_CALLERS}).")
+    ] = 50,
+) -> Annotated[CallToolResult, RecentCallersResult]:
+    """Who has been calling: inbound callers from the PBX's call log, most calls first.
+
+    Each caller comes with the number of calls, the first and last time, how many were answered,
+    and whether an entry already blocks it (and which). Use it to decide whom to blacklist. Needs
+    3CX V20 Update 6 or later and an API client with the System Owner role; reads at most the
+    newest 10,000 call log records and says so when there were more.
+    """
+    return tool_result(await callers.recent_callers(_client(ctx), hours, min_calls, limit))
+
+
 @_tool("List journaled operations", read_only=True, idempotent=True)
 async def list_operations(
     ctx: Context,
@@ -261,6 +427,7 @@ def register(server: MCPServer[AppState], *, read_only: bool) -> None:
             continue
         server.add_tool(
             tool.fn,
+            name=tool.name,
             title=tool.annotations.title,
             description=inspect.cleandoc(tool.fn.__doc__ or ""),
             annotations=tool.annotations,

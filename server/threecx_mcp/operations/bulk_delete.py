@@ -186,7 +186,10 @@ async def summarise(
         omitted=omitted,
         details=operation_uri(operation_id) if operation_id else None,
         warnings=warnings,
-        **counted,
+        deleted=counted["deleted"],
+        not_found=counted["not_found"],
+        failed=counted["failed"],
+        unknown=counted["unknown"],
     )
 
 

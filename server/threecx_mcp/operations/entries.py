@@ -7,10 +7,12 @@ import binascii
 import json
 from dataclasses import dataclass
 
+from ..caller_ids import check_caller_id, search_terms
 from ..client import XapiClient
+from ..display import quoted
 from ..errors import InvalidArgument, NotFound, PbxError, UncertainOutcome
 from ..journal import EntryImage, ItemRecord, Journal, OperationKind
-from ..models import AddResult, BlacklistEntry, BlacklistPageResult, UpdateResult, normalize_caller_id
+from ..models import AddResult, BlacklistEntry, BlacklistPageResult, UpdateResult
 from .journaling import begin, end
 from .outcomes import REFUSED
 
@@ -19,7 +21,7 @@ _MAX_CURSOR_LENGTH = 2_000
 
 def _not_found(entry_id: str) -> InvalidArgument:
     return InvalidArgument(
-        f"No blacklist entry with id {entry_id!r}; use list_blacklist_numbers to find it. Nothing was changed."
+        f"No blacklist entry with id {quoted(entry_id)}; use list_blacklist_numbers to find it. Nothing was changed."
     )
 
 
@@ -65,7 +67,7 @@ class _Cursor:
             ) from None
         if cursor_search != search:
             raise InvalidArgument(
-                f"cursor belongs to the search {cursor_search!r}, not {search!r}; repeat that search or omit cursor."
+                f"cursor belongs to the search {quoted(cursor_search)}, not {quoted(search)}; repeat that search or omit cursor."
             )
         return cls(search, (after[0], after[1]), seen)
 
@@ -75,7 +77,7 @@ async def list_entries(
 ) -> BlacklistPageResult:
     search = search.strip() or None if search is not None else None
     position = _Cursor.decode(cursor, search) if cursor else None
-    terms = sorted({search, normalize_caller_id(search)[0]}) if search else []
+    terms = search_terms(search) if search else []
     page = await client.page(terms=terms, after=position.after if position else None, limit=limit)
     seen = position.seen if position else 0
     records = page.records
@@ -95,34 +97,44 @@ async def list_entries(
     )
 
 
-async def add_entry(client: XapiClient, caller_id: str, description: str | None) -> AddResult:
-    caller_id, note = normalize_caller_id(caller_id)
-    existing = (await client.find_by_caller_ids([caller_id])).get(caller_id)
+async def add_entry(
+    client: XapiClient, caller_id: str, description: str | None, *, allow_broad_pattern: bool = False
+) -> AddResult:
+    """Add one entry in the form 3CX can match; a pattern blocking (nearly) everyone only when allowed."""
+    checked = check_caller_id(caller_id)
+    checked.refuse_if_broad(allow_broad_pattern)
+    existing = (await client.find_by_caller_ids([checked.value])).get(checked.value)
     if existing is not None:
         raise InvalidArgument(
-            f"Caller ID {caller_id!r} is already blacklisted (id {existing.id!r}); "
+            f"Caller ID {quoted(checked.value)} is already blacklisted (id {quoted(existing.id)}); "
             "use update_blacklist_number to change that entry."
         )
-    created = await client.create_blacklist_number(caller_id, description or None)
-    return AddResult(entry=BlacklistEntry.of(created), notes=[note] if note else [])
+    created = await client.create_blacklist_number(checked.value, description or None)
+    return AddResult(entry=BlacklistEntry.of(created), notes=checked.notes)
 
 
 async def update_entry(
-    client: XapiClient, journal: Journal, entry_id: str, caller_id: str | None, description: str | None
+    client: XapiClient,
+    journal: Journal,
+    entry_id: str,
+    caller_id: str | None,
+    description: str | None,
+    *,
+    allow_broad_pattern: bool = False,
 ) -> UpdateResult:
     """PATCH only what changes, journaled first; the result says what is true even if a later step fails."""
     if caller_id is None and description is None:
         raise InvalidArgument(
             'Give caller_id, description, or both; description="" clears the description. Nothing was changed.'
         )
+    checked = None if caller_id is None else check_caller_id(caller_id)
+    if checked is not None:
+        checked.refuse_if_broad(allow_broad_pattern)  # before any request: a refusal sends nothing
     before = await get_entry(client, entry_id)
-    notes: list[str] = []
+    notes = checked.notes if checked else []
     changes: dict[str, str] = {}
-    if caller_id is not None:
-        caller_id, note = normalize_caller_id(caller_id)
-        notes += [note] if note else []
-        if caller_id != before.caller_id:
-            changes["CallerId"] = caller_id
+    if checked is not None and checked.value != before.caller_id:
+        changes["CallerId"] = checked.value
     if description is not None and (description or None) != before.description:
         changes["Description"] = description
     if not changes:
@@ -152,7 +164,7 @@ async def update_entry(
             raise
         raise UncertainOutcome(
             f"{exc.user_message()} The PBX may still have applied the change: check with get_blacklist_number; "
-            f"restore_blacklist_numbers with operation_id {operation_id!r} undoes it."
+            f"restore_blacklist_numbers with operation_id {quoted(operation_id)} undoes it."
         ) from None
     warnings = await end(journal, operation_id, "completed", [_final(item, "updated")])
     try:

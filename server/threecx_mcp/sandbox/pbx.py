@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from ..odata import parse_string_literal, query
+from .calllog import FUNCTION_PATH, CallLog
 from .filters import CompiledFilter, FilterError, compile_filter
 
 SANDBOX_CLIENT_ID = "sandbox"
@@ -47,6 +48,7 @@ _VARIANTS = (
     "ignore_filter",
     "echo_form_in_errors",
     "echo_headers_in_errors",
+    "call_log_supported",
 )
 _PROPERTY_SET = frozenset(PROPERTIES)
 _API_PREFIX = "/xapi/v1/"
@@ -159,6 +161,8 @@ class Sandbox:
     # token endpoint's form holds the API key) and the request headers (the bearer token).
     echo_form_in_errors: bool = False
     echo_headers_in_errors: bool = False
+    call_log_supported: bool = True  # False: a PBX before V20 Update 6, without GetCallLogData (404)
+    call_log: CallLog = field(default_factory=CallLog)
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -188,6 +192,7 @@ class Sandbox:
         if self.seed:
             for caller_id, description in SEED_ENTRIES:
                 self.add(caller_id, description)
+        self.call_log.reset(seed=self.seed)
 
     def add(
         self, caller_id: str, description: str | None = None, entry_id: str | None = None
@@ -333,6 +338,10 @@ class Sandbox:
                 return self._create(req)
         elif segment == "BlackListNumbers/Pbx.BulkNumbersDelete" and req.method == "POST":
             return self._bulk_delete(req)
+        elif segment.startswith(FUNCTION_PATH) and req.method == "GET":
+            return self.call_log.answer(
+                segment, _query(req, _QUERY_OPTIONS), self.page_cap, self.call_log_supported
+            )
         elif (match := _ENTITY_SEGMENT.match(segment)) and "/" not in match["key"]:
             key = self._key(match["key"])
             if req.method == "GET":
