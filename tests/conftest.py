@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from mcp import Client
 from pydantic import SecretStr
 from threecx_mcp.client import XapiClient
-from threecx_mcp.config import PbxEndpoint
+from threecx_mcp.config import PbxEndpoint, Settings
 from threecx_mcp.journal import Journal
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 from threecx_mcp.server import BlacklistServer, build_server
@@ -58,20 +59,24 @@ def client_factory(sandbox_url: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def http_server(sandbox: Sandbox, sandbox_url: str, journal: Journal) -> Iterator[str]:
+def http_server(sandbox: Sandbox, pbx_settings: Settings) -> Iterator[str]:
     """The MCP server over streamable HTTP on 127.0.0.1, bearer-protected, managing the sandbox."""
     from threecx_mcp.cli import client_factory, http_app
-    from threecx_mcp.config import Settings
 
-    settings = Settings.load(
+    with LoopbackServer(http_app(pbx_settings, client_factory(pbx_settings), "127.0.0.1")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def pbx_settings(sandbox_url: str, journal: Journal) -> Settings:
+    """Settings as for a real PBX, naming the sandbox; state (journal, token file, plans) in this test's folder."""
+    return Settings.load(
         url=sandbox_url,
         client_id=SANDBOX_CLIENT_ID,
         client_secret=SecretStr(SANDBOX_CLIENT_SECRET),
         mcp_auth_token=SecretStr(AUTH_TOKEN),
         journal=journal.path,
     )
-    with LoopbackServer(http_app(settings, client_factory(settings), "127.0.0.1")) as server:
-        yield server.url
 
 
 @pytest.fixture
@@ -98,6 +103,16 @@ def pbx_variant(request: pytest.FixtureRequest, sandbox: Sandbox) -> str:
 def make_server(client_factory: Callable[[], XapiClient], journal: Journal) -> Callable[..., BlacklistServer]:
     """The MCP server wired to the loopback sandbox and this test's journal."""
     return lambda read_only=False: build_server(client_factory, journal, read_only=read_only)
+
+
+@pytest.fixture(params=["auto", "legacy"])
+async def mcp(
+    request: pytest.FixtureRequest, make_server: Callable[..., BlacklistServer]
+) -> AsyncIterator[Client]:
+    """In-memory MCP sessions in both protocol modes (2026-07-28 and 2025-11-25), without elicitation
+    (as Claude Desktop): bulk writes answer with a plan first."""
+    async with Client(make_server(), mode=request.param) as client:
+        yield client
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,15 +24,6 @@ pytestmark = pytest.mark.anyio
 
 MESSAGE_LIMIT = 2_000
 ECHO_LIMIT = 200
-
-
-@pytest.fixture(params=["auto", "legacy"])
-async def mcp(
-    request: pytest.FixtureRequest, make_server: Callable[..., BlacklistServer]
-) -> AsyncIterator[Client]:
-    """In-memory MCP sessions in both protocol modes (2026-07-28 and 2025-11-25)."""
-    async with Client(make_server(), mode=request.param) as client:
-        yield client
 
 
 def echoes(text: str, value: str, limit: int = ECHO_LIMIT) -> bool:

@@ -24,13 +24,6 @@ pytestmark = pytest.mark.anyio
 DELETE = "bulk_delete_blacklist_numbers"
 
 
-@pytest.fixture(params=["auto", "legacy"])
-async def mcp(request: pytest.FixtureRequest, make_server: Callable[..., BlacklistServer]) -> Any:
-    """A client without elicitation (as Claude Desktop), in both protocol modes."""
-    async with Client(make_server(), mode=request.param) as client:
-        yield client
-
-
 async def structured(client: Client, **arguments: Any) -> dict[str, Any]:
     result = await client.call_tool(DELETE, arguments)
     assert not result.is_error, result.content

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,15 +15,6 @@ from threecx_mcp.server import BlacklistServer
 from .support import call_confirmed
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["auto", "legacy"])
-async def mcp(
-    request: pytest.FixtureRequest, make_server: Callable[..., BlacklistServer]
-) -> AsyncIterator[Client]:
-    """In-memory MCP sessions in both protocol modes (2026-07-28 and 2025-11-25)."""
-    async with Client(make_server(), mode=request.param) as client:
-        yield client
 
 
 async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:

@@ -371,20 +371,13 @@ def applying(plan_answer: bytes) -> dict[str, object]:
     return {**PLAN, "id": 3, "params": {"name": "bulk_delete_blacklist_numbers", "arguments": arguments}}
 
 
-async def test_a_session_flood_on_loopback_does_not_lock_clients_out(
-    sandbox_url: str, tmp_path: Path
-) -> None:
+async def test_a_session_flood_on_loopback_does_not_lock_clients_out(pbx_settings: Settings) -> None:
     """0.1 kept a flood's sessions for 30 minutes and refused every new client meanwhile (503)."""
     import anyio
     from threecx_mcp.cli import MAX_SESSIONS, client_factory
     from threecx_mcp.sandbox import LoopbackServer
 
-    settings = Settings.load(
-        url=sandbox_url,
-        client_id=SANDBOX_CLIENT_ID,
-        client_secret=SecretStr(SANDBOX_CLIENT_SECRET),
-        journal=tmp_path / "journal.sqlite3",
-    )
+    settings = pbx_settings.model_copy(update={"mcp_auth_token": None})  # loopback needs none: the flood's case
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     statuses: list[int] = []
 
@@ -567,19 +560,14 @@ async def test_two_server_processes_on_one_api_client_converge_on_one_token(
 
 async def test_without_file_locking_each_process_keeps_its_own_token_and_says_so_once(
     sandbox: Sandbox,
-    sandbox_url: str,
+    pbx_settings: Settings,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from threecx_mcp.cli import client_factory
 
-    settings = Settings.load(
-        url=sandbox_url,
-        client_id=SANDBOX_CLIENT_ID,
-        client_secret=SecretStr(SANDBOX_CLIENT_SECRET),
-        journal=tmp_path / "journal.sqlite3",
-    )
+    settings = pbx_settings
     with monkeypatch.context() as windows:
         windows.setattr(sys, "platform", "win32")  # no fcntl there
         factory = client_factory(settings)

@@ -12,6 +12,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import anyio
 import anyio.abc
@@ -26,17 +27,32 @@ _LINE_LIMIT = 2_000
 _SCHEME_PROBE_SECONDS = 5.0  # a plain-HTTP server may wait for more than a TLS hello: then it is not TLS
 
 
+Verdict = Literal["PASS", "NOTE", "FAIL"]
+
+
 @dataclass(frozen=True)
-class Check:
+class Finding:
+    """One line of doctor (and of its probe): what was checked, the verdict, and what to do about it."""
+
     name: str
-    ok: bool
+    verdict: Verdict
     detail: str
 
+    @property
+    def ok(self) -> bool:
+        return self.verdict != "FAIL"
+
     def line(self) -> str:
-        return f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {clean(self.detail, _LINE_LIMIT)}"
+        return f"{self.verdict}  {self.name}: {clean(self.detail, _LINE_LIMIT)}"
 
 
-async def run_checks(settings: Settings, make_client: Callable[[], XapiClient] | None = None) -> list[Check]:
+def _check(name: str, ok: bool, detail: str) -> Finding:
+    return Finding(name, "PASS" if ok else "FAIL", detail)
+
+
+async def run_checks(
+    settings: Settings, make_client: Callable[[], XapiClient] | None = None
+) -> list[Finding]:
     """Every check in order; the first failure ends the run, since later checks would only repeat it.
 
     `make_client` is how the CLI shares the running servers' token (see `token_store`): a doctor
@@ -45,9 +61,9 @@ async def run_checks(settings: Settings, make_client: Callable[[], XapiClient] |
     try:
         connection = settings.connection()
     except ThreeCXMcpError as exc:
-        return [Check("settings", False, exc.user_message())]
+        return [_check("settings", False, exc.user_message())]
     endpoint = connection.endpoint
-    checks = [Check("settings", True, f"PBX at {endpoint.origin}")]
+    checks = [_check("settings", True, f"PBX at {endpoint.origin}")]
 
     steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [
         ("dns", lambda: _resolve(endpoint)),
@@ -59,10 +75,10 @@ async def run_checks(settings: Settings, make_client: Callable[[], XapiClient] |
         steps.append(("scheme", lambda: _plain_http(endpoint)))
     for name, step in steps:
         try:
-            checks.append(Check(name, True, await step()))
+            checks.append(_check(name, True, await step()))
         except (OSError, TimeoutError, ThreeCXMcpError) as exc:
             checks.append(
-                Check(name, False, _explain(name, exc, endpoint, ca_bundle=settings.ca_bundle is not None))
+                _check(name, False, _explain(name, exc, endpoint, ca_bundle=settings.ca_bundle is not None))
             )
             return checks
 
@@ -70,14 +86,14 @@ async def run_checks(settings: Settings, make_client: Callable[[], XapiClient] |
         try:
             await client.auth.token()
         except ThreeCXMcpError as exc:
-            return [*checks, Check("token", False, exc.user_message())]
-        checks.append(Check("token", True, "the API client's credentials were accepted"))
+            return [*checks, _check("token", False, exc.user_message())]
+        checks.append(_check("token", True, "the API client's credentials were accepted"))
         try:
             total = await client.count()
         except ThreeCXMcpError as exc:
-            return [*checks, Check("blacklist", False, exc.user_message())]
+            return [*checks, _check("blacklist", False, exc.user_message())]
     count = "?" if total is None else str(total)
-    return [*checks, Check("blacklist", True, f"can read the blacklist ({count} entries)")]
+    return [*checks, _check("blacklist", True, f"can read the blacklist ({count} entries)")]
 
 
 async def _resolve(endpoint: PbxEndpoint) -> str:

@@ -18,35 +18,21 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 import anyio
 
 from . import odata
 from .client import NODE_LIMIT, XapiClient
 from .display import quoted
+from .doctor import Finding, Verdict
 from .errors import Conflict, InvalidRequest, NotFound, ThreeCXMcpError
 from .journal import Journal
 from .operations import bulk_delete, entries
-
-Verdict = Literal["PASS", "NOTE", "FAIL"]
 
 MARKER_PREFIX = "threecx-mcp-probe-"
 _PAGE_ASKED = 1_000
 _CLEANUP_SECONDS = 60.0
 _ASPNET_OR_CHAIN = odata.max_or_chain(odata.eq("Id", ""), NODE_LIMIT)  # 20 `Id eq` clauses: 99 nodes
-
-
-@dataclass(frozen=True)
-class Finding:
-    """What the PBX did in one step, and whether the server's assumption about it holds."""
-
-    name: str
-    verdict: Verdict
-    detail: str
-
-    def line(self) -> str:
-        return f"{self.verdict}  {self.name}: {self.detail}"
 
 
 @dataclass
