@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -82,11 +83,15 @@ def statuses(items) -> dict[str, str]:  # type: ignore[no-untyped-def]
 async def call_confirmed(client, tool: str, arguments: dict):  # type: ignore[no-untyped-def,type-arg]
     """Call a tool as a client without elicitation does once the user has agreed to its plan.
 
-    A destructive bulk write first answers with a plan (nothing written) and a plan_id; this sends the
-    same request again with that plan_id. Any other answer (an error, a dry run, a read) is returned as is.
+    A destructive bulk write first answers with a plan (nothing written) and a plan_id, a single write
+    that needs the user (a broad pattern, a restore removing entries) an error naming its plan_id; this
+    sends the same request again with that plan_id. Any other answer is returned as is.
     """
     result = await client.call_tool(tool, arguments)
     plan_id = (result.structured_content or {}).get("plan_id")
-    if result.is_error or plan_id is None or arguments.get("dry_run"):
+    if result.is_error:  # a single write that waits for the user names its plan in the error
+        words = re.search(r"plan_id=([0-9a-f]+)", result.content[0].text if result.content else "")
+        plan_id = words.group(1) if words and "Nothing was changed yet" in result.content[0].text else None
+    if plan_id is None or arguments.get("dry_run"):
         return result
     return await client.call_tool(tool, {**arguments, "plan_id": plan_id})

@@ -8,7 +8,7 @@ import sys
 import anyio
 import pytest
 
-from bench import bulk_delete, cold_start, overhead, peer, undo
+from bench import bulk_delete, cold_start, latency, overhead, peer, undo
 from bench.harness import stack
 from bench.load import run_load
 
@@ -36,7 +36,7 @@ def test_bulk_delete_request_counts() -> None:
 
 def test_cold_start_compares_with_the_reference_server() -> None:
     rows = anyio.run(cold_start.measure, 1)
-    assert rows["threecx-mcp"]["tools"] == 9 and rows[cold_start.REFERENCE]["tools"] >= 1
+    assert rows["threecx-mcp"]["tools"] == 10 and rows[cold_start.REFERENCE]["tools"] >= 1
     assert all(row["peak_rss_mib"] > 0 for row in rows.values())
 
 
@@ -80,6 +80,15 @@ def test_issue9_goal_measurements_do_the_work() -> None:
     assert all(s.structured_bytes < undo.MAX_STRUCTURED_BYTES for s in report.sizes)
 
 
+def test_latency_bench_does_the_work_within_the_bound() -> None:
+    rows = anyio.run(latency.measure, (30,), (0.005,), 30)
+    # Per size: add (one lookup by caller ID, one create each), delete (plan, lookup, delete, check),
+    # restore (one create each, after its reads); the sandbox never saw more in flight than allowed.
+    assert [(r.operation, r.entries) for r in rows] == [("add", 30), ("delete", 30), ("restore", 30)]
+    assert all(r.peak_in_flight <= r.max_in_flight for r in rows)
+    assert max(r.peak_in_flight for r in rows if r.operation != "delete") > 1  # the writes overlap
+
+
 @pytest.mark.parametrize(
     "script",
     [
@@ -88,6 +97,7 @@ def test_issue9_goal_measurements_do_the_work() -> None:
         ["bulk_delete.py", "--sizes", "5", "--repeats", "1"],
         ["cold_start.py", "--runs", "1"],
         ["peer.py", "--ids", "5", "--repeats", "1"],
+        ["latency.py", "--sizes", "20", "--latencies", "0"],
         ["undo.py", "--blacklist", "40", "--delete-sizes", "16", "--restore-ids", "20", "--operations", "2"]
         + ["--result-ids", "110"],
     ],

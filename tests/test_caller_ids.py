@@ -95,6 +95,94 @@ async def test_mixed_scripts_are_stored_as_typed_with_a_note(mcp: Client, sandbo
     assert cyrillic["notes"] == []
 
 
+@pytest.mark.parametrize(
+    ("typed", "named"),
+    [
+        ("Ivan\u674e", ["U+674E CJK UNIFIED IDEOGRAPH-674E"]),  # Han inside a Latin word
+        ("\ua4eenonymous", ["U+A4EE LISU LETTER A"]),  # a script the Latin look-alikes list never named
+        (
+            "Ivan \u0418\u0432\u0430\u043d\u043e\u0432",
+            ["U+0049 LATIN CAPITAL LETTER I"],
+        ),  # two look-alike words
+        ("+4420718\u04178750", ["U+0417 CYRILLIC CAPITAL LETTER ZE"]),  # a 3 in disguise
+        ("+4420 7183 875\u03bf", ["U+03BF GREEK SMALL LETTER OMICRON"]),  # a 0 in disguise
+    ],
+)
+def test_look_alike_letters_are_noted_whatever_their_script(typed: str, named: list[str]) -> None:
+    checked = check_caller_id(typed)
+    assert checked.value == typed  # noted, not changed: the admin may mean it
+    (note,) = checked.notes
+    assert all(name in note for name in named) and "3CX compares exactly" in note
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["Anonymous \u674e\u660e", "\u674e\u660e\u660e Li", "\u7530\u4e2d\u3055\u3093", "Smith \u2013 Sales"],
+)
+def test_names_written_in_two_scripts_by_whole_words_get_no_note(typed: str) -> None:
+    """A Han name beside a Latin one, Han with Hiragana in one word, a dash in a name: real names, kept."""
+    checked = check_caller_id(typed)
+    assert (checked.value, checked.notes) == (typed, [])
+
+
+@pytest.mark.parametrize("dash", ["\u2013", "\u2212", "\u2011", "\u2010", "\ufe63", "\u2014"])
+async def test_a_number_written_with_look_alike_dashes_is_stored_as_digits(
+    mcp: Client, sandbox: Sandbox, dash: str
+) -> None:
+    added = await call(mcp, "add_blacklist_number", caller_id=f"+1 555{dash}010{dash}0177")
+    assert added["entry"]["caller_id"] == "+15550100177" == sandbox.entries[added["entry"]["id"]]["CallerId"]
+    assert "dashes" in added["notes"][0]
+    found = await call(mcp, "list_blacklist_numbers", search=f"555{dash}010{dash}0177")
+    assert [e["caller_id"] for e in found["entries"]] == ["+15550100177"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "named"),
+    [
+        ("+1 555 010 0198\u0301", "U+0301 COMBINING ACUTE ACCENT at position 16, a combining mark drawn on"),
+        ("1\u20e3 555 0100", "U+20E3 COMBINING ENCLOSING KEYCAP at position 2"),
+        (
+            "\u0301Anonymous",
+            "U+0301 COMBINING ACUTE ACCENT at position 1, a combining mark drawn on the start",
+        ),
+        ("+1555010019\u3007", "U+3007 IDEOGRAPHIC NUMBER ZERO at position 12, a number sign standing for 0"),
+        ("+44 20 \u2169 100", "U+2169 ROMAN NUMERAL TEN at position 8"),
+    ],
+)
+async def test_marks_on_digits_and_number_signs_without_a_digit_form_are_refused(
+    mcp: Client, sandbox: Sandbox, typed: str, named: str
+) -> None:
+    before = dict(sandbox.entries)
+    message = await fail(mcp, "add_blacklist_number", caller_id=typed)
+    assert named in message and "can never match a caller" in message and "Nothing was changed" in message
+    assert sandbox.entries == before and not writes(sandbox)
+
+
+def test_number_signs_and_marks_that_belong_are_kept() -> None:
+    assert check_caller_id("\u3007\u3007\u5546\u4e8b").value == "\u3007\u3007\u5546\u4e8b"  # a name
+    assert check_caller_id("+1 555 010 01\u2460\u2461").value == "+15550100112"  # NFKC: circled digits
+    assert check_caller_id("Jose\u0301").value == "Jos\u00e9"  # an accent on a letter, composed
+
+
+@pytest.mark.parametrize(
+    ("typed", "kept"),
+    [("+44 (0)20 7183 8751", "+442071838751"), ("+49(0)30 7654321", "+49307654321")],
+)
+async def test_the_bracketed_trunk_zero_after_the_country_code_is_dropped(
+    mcp: Client, sandbox: Sandbox, typed: str, kept: str
+) -> None:
+    added = await call(mcp, "add_blacklist_number", caller_id=typed)
+    assert added["entry"]["caller_id"] == kept == sandbox.entries[added["entry"]["id"]]["CallerId"]
+    assert "trunk prefix (0)" in added["notes"][0]
+    found = await call(mcp, "list_blacklist_numbers", search=typed)
+    assert [e["caller_id"] for e in found["entries"]] == [kept]
+
+
+def test_a_zero_in_brackets_elsewhere_is_only_formatting() -> None:
+    assert check_caller_id("020 (0)7183 8751").value == "020071838751"
+    assert check_caller_id("+1 (012) 555 0100").value == "+10125550100"
+
+
 # -- add: broad patterns and IP addresses ---------------------------------------------------------
 
 

@@ -222,7 +222,7 @@ def test_inspector_over_stdio(inspector: str, sandbox: Sandbox, sandbox_url: str
 def test_inspector_over_http(inspector: str, sandbox: Sandbox, http_server: str) -> None:
     target = [f"{http_server}/mcp", "--transport", "http", "--header", f"Authorization: Bearer {AUTH_TOKEN}"]
     tools = inspect(inspector, *target, "--method", "tools/list")
-    assert len(tools["tools"]) == 9
+    assert len(tools["tools"]) == 10
     updated = inspect(
         inspector,
         *target,

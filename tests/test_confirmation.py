@@ -238,3 +238,32 @@ async def test_a_client_that_can_ask_asks_before_a_broad_pattern(
     assert not narrow.is_error and len(asked) == 1 and asked[0].startswith('Blacklist the pattern "*"')
     stored = [e["CallerId"] for e in sandbox.entries.values()]
     assert ("*" in stored) is (answer == "accept") and result.is_error is (answer == "decline")
+
+
+@pytest.mark.parametrize("answer", ["accept", "decline"])
+async def test_a_restore_that_removes_entries_asks_first_and_one_that_recreates_does_not(
+    make_server: Callable[..., BlacklistServer], sandbox: Sandbox, answer: str
+) -> None:
+    asked: list[str] = []
+
+    async def respond(context: Any, params: Any) -> ElicitResult:
+        asked.append(params.message)
+        action = "accept" if len(asked) == 1 else answer  # the delete is accepted; then the removal
+        return ElicitResult(action=action, content={"confirm": True} if action == "accept" else None)
+
+    async with Client(make_server(), mode="legacy", elicitation_callback=respond) as client:
+        deleted = await structured(client, ids=["1", "2"])
+        recreated = await client.call_tool(
+            "restore_blacklist_numbers", {"operation_id": deleted["operation_id"]}
+        )
+        assert len(asked) == 1 and {"1", "2"} - set(sandbox.entries)  # putting back needs no question
+        undo = recreated.structured_content["operation_id"]  # type: ignore[index]
+        back = len(sandbox.entries)
+        removed = await client.call_tool("restore_blacklist_numbers", {"operation_id": undo})
+    assert len(asked) == 2 and asked[1].startswith("Remove 2 blacklist entries")
+    if answer == "accept":
+        assert removed.structured_content["counts"] == {"removed": 2}  # type: ignore[index]
+        assert len(sandbox.entries) == back - 2
+    else:
+        assert removed.is_error and "declined" in removed.content[0].text  # type: ignore[union-attr]
+        assert len(sandbox.entries) == back

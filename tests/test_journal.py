@@ -369,7 +369,7 @@ async def test_the_operation_resource_holds_every_id(mcp: Client, sandbox: Sandb
 
 async def test_restore_rejections(mcp: Client) -> None:
     assert "Give operation_id" in await fail(mcp, "restore_blacklist_numbers")
-    assert "No journaled operation with operation_id 'nope'" in await fail(
+    assert 'No journaled operation with operation_id "nope"' in await fail(
         mcp, "restore_blacklist_numbers", operation_id="nope"
     )
     assert 'The journal has no earlier state of id "1"' in await fail(

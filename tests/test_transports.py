@@ -377,7 +377,9 @@ async def test_a_session_flood_on_loopback_does_not_lock_clients_out(pbx_setting
     from threecx_mcp.cli import MAX_SESSIONS, client_factory
     from threecx_mcp.sandbox import LoopbackServer
 
-    settings = pbx_settings.model_copy(update={"mcp_auth_token": None})  # loopback needs none: the flood's case
+    settings = pbx_settings.model_copy(
+        update={"mcp_auth_token": None}
+    )  # loopback needs none: the flood's case
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     statuses: list[int] = []
 

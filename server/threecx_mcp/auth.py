@@ -32,7 +32,6 @@ from pydantic import SecretStr
 from .errors import (
     AuthenticationFailed,
     LoginPaused,
-    PbxError,
     PbxServerError,
     PbxUnreachable,
     RateLimited,
@@ -91,8 +90,8 @@ class ClientCredentialsAuth(httpx2.Auth):
         self._token: str | None = None
         self._expires_at = 0.0  # time.monotonic() after which the token is not offered any more
         self._outcomes = 0  # mints finished (either way): a waiter that saw this change takes the outcome
-        self._failure: PbxError | None = None  # the last mint's error, None after a success
-        self._refused_until = float("-inf")  # time.monotonic() before which no login is tried
+        self._failure: Exception | None = None  # the last mint's error, None after a success
+        self._no_login_until = float("-inf")  # time.monotonic() before which no login is tried
         self._accepted = False  # whether the PBX has ever accepted one of this object's tokens
         self.mint_count = 0  # token requests sent, retries included
 
@@ -131,18 +130,26 @@ class ClientCredentialsAuth(httpx2.Auth):
         async with self._lock:
             if self._outcomes != seen and self._failure is not None:
                 raise copy.copy(self._failure)
-            paused_for = self._refused_until - time.monotonic()
+            paused_for = self._no_login_until - time.monotonic()
             if paused_for > 0 and isinstance(self._failure, AuthenticationFailed):
                 raise LoginPaused(self._failure, paused_for)
+            if paused_for > 0 and isinstance(self._failure, RateLimited):
+                raise RateLimited(  # the token endpoint's own wait, counted down: no login before it ends
+                    "The PBX's token endpoint asked this server to wait before logging in again.",
+                    retry_after=paused_for,
+                    status=self._failure.status,
+                )
             if self._token is not None and self._token != stale and time.monotonic() < self._expires_at:
                 return self._token
             self._token = self._failure = None  # a mint that ends without an outcome (cancelled) leaves none
             try:
                 stored = await self._obtain(stale)
-            except PbxError as exc:
+            except Exception as exc:  # whatever ended the mint is every waiter's outcome, not a cue to retry
                 self._failure = exc
                 if isinstance(exc, AuthenticationFailed):
-                    self._refused_until = time.monotonic() + self.login_cooldown
+                    self._no_login_until = time.monotonic() + self.login_cooldown
+                elif isinstance(exc, RateLimited) and exc.retry_after:
+                    self._no_login_until = time.monotonic() + exc.retry_after  # beyond the retry budget
                 raise
             finally:
                 self._outcomes += 1

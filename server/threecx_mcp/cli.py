@@ -1,4 +1,5 @@
-"""The `threecx-mcp` command: serve over stdio or streamable HTTP, or run `doctor`."""
+"""The `threecx-mcp` command: serve over stdio or streamable HTTP, or run `doctor`, `journal`, `export`
+or `import`."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pydantic import SecretStr
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import __version__, journal_cli
+from . import __version__, journal_cli, transfer_cli
 from .client import XapiClient
 from .config import Connection, PbxEndpoint, Settings
 from .confirmation import PlanBook
@@ -49,10 +50,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=("serve", "doctor", "journal"),
+        choices=("serve", "doctor", "journal", "export", "import"),
         default="serve",
-        help="serve (default), doctor (check the setup), or journal (read the safety journal; "
-        "see threecx-mcp journal --help)",
+        help="serve (default), doctor (check the setup), journal (read the safety journal; "
+        "see threecx-mcp journal --help), export or import (the blacklist as a CSV or JSON file; "
+        "see threecx-mcp export --help, threecx-mcp import --help)",
     )
     parser.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="default: stdio")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
@@ -217,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     if words[:1] == ["journal"]:  # its own arguments, parsed by journal_cli
         return journal(words[1:])
+    if words[:1] in (["export"], ["import"]):  # their own arguments, parsed by transfer_cli
+        return transfer_cli.main(words, lambda settings: (client_factory(settings), journal_for(settings)))
     args = parse_args(words)
     try:
         overrides = {k: True for k, on in (("sandbox", args.sandbox), ("read_only", args.read_only)) if on}
@@ -225,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return doctor(settings, probe=args.probe)
         if args.command == "journal":
             return journal([])
+        if args.command in ("export", "import"):  # reached only when options came before the command
+            raise ConfigError(f"Give the options after the command: threecx-mcp {args.command} --help.")
         factory = client_factory(settings)
         if args.transport == "stdio":
             serve_stdio(

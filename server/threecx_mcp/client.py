@@ -14,6 +14,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Self
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from . import __version__, odata
 from .auth import ClientCredentialsAuth
 from .config import Connection, PbxEndpoint
+from .display import quoted
 from .errors import (
     InvalidArgument,
     InvalidRequest,
@@ -34,7 +36,13 @@ from .errors import (
     TlsError,
     UnexpectedResponse,
 )
-from .http_errors import TRANSIENT_STATUSES, error_from_response, error_from_transport, unexpected_body
+from .http_errors import (
+    TRANSIENT_STATUSES,
+    error_from_response,
+    error_from_transport,
+    parse_retry_after,
+    unexpected_body,
+)
 from .token_store import TokenFile
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,13 @@ _DIRECT_BATCHES = 3  # up to this many lookup requests are sent without first pr
 _COUNT_REUSE_SECONDS = 60.0
 _PAGES_WITHOUT_COUNT = 10_000  # page budget of a scan when the PBX gives no $count to derive one from
 _SCAN_SLACK_PAGES = 10
+# Told of every 429 or 503 answer (with its Retry-After in seconds, if any) in the task that sent the
+# request, retried or not: a bulk operation's limiter (`operations.concurrency`) sets it so that all its
+# workers slow down together. A context variable, because one client serves many calls at once.
+throttle_listener: ContextVar[Callable[[float | None], None] | None] = ContextVar(
+    "throttle_listener", default=None
+)
+THROTTLE_STATUSES = frozenset({429, 503})
 _INCONSISTENT_HINT = (
     "Nothing was concluded from these answers. Try again; if it keeps happening, the PBX (or a proxy in "
     "front of it) is not honouring OData $filter/$orderby, so check that THREECX_URL points at the PBX itself."
@@ -164,10 +179,14 @@ class XapiClient:
         retry: RetryPolicy = RetryPolicy(),
         transport: httpx2.AsyncBaseTransport | None = None,
         token_file: TokenFile | None = None,
+        max_in_flight: int = 8,
     ) -> None:
         """`token_file` shares the access token with this machine's other processes on the same API
-        client (see `token_store`); None keeps it to this process."""
+        client (see `token_store`); None keeps it to this process. `max_in_flight` is how many write
+        requests a bulk operation on this PBX may have outstanding at once (THREECX_MAX_IN_FLIGHT): it
+        travels with the client because it describes how hard this PBX may be pushed."""
         self.endpoint = endpoint
+        self.max_in_flight = max_in_flight
         self.retry = retry
         self._http = httpx2.AsyncClient(
             timeout=timeout,
@@ -193,6 +212,7 @@ class XapiClient:
             connection.client_secret,
             timeout=connection.timeout,
             verify=connection.verify,
+            max_in_flight=connection.max_in_flight,
             **kwargs,
         )
 
@@ -249,9 +269,9 @@ class XapiClient:
             for record in answer.records:
                 if record.id in seen:
                     raise UnexpectedResponse(
-                        f"While reading the whole blacklist the PBX sent entry {record.id!r} a second time "
-                        f"(request {requests}): it repeated a page or ignored the filter, so the list it gives "
-                        "cannot be trusted.",
+                        f"While reading the whole blacklist the PBX sent entry {quoted(record.id, 40)} a "
+                        f"second time (request {requests}): it repeated a page or ignored the filter, so the "
+                        "list it gives cannot be trusted.",
                         hint=_INCONSISTENT_HINT,
                     )
                 seen[record.id] = record
@@ -418,8 +438,8 @@ class XapiClient:
                 queue.extendleft([keys[len(keys) // 2 :], keys[: len(keys) // 2]])
             else:
                 raise UnexpectedResponse(
-                    f"The PBX answered a lookup of {prop} {keys[0]!r} with other entries only and said more "
-                    "remain, so whether it exists cannot be told.",
+                    f"The PBX answered a lookup of {prop} {quoted(keys[0], 40)} with other entries only and "
+                    "said more remain, so whether it exists cannot be told.",
                     hint=_INCONSISTENT_HINT,
                 )
         return found
@@ -527,6 +547,9 @@ class XapiClient:
                 if response.is_success:
                     return response
                 error = error_from_response(response)
+                listener = throttle_listener.get()
+                if listener is not None and response.status_code in THROTTLE_STATUSES:
+                    listener(parse_retry_after(response.headers.get("retry-after")))
                 retryable = response.status_code == 429 or (
                     idempotent and response.status_code in TRANSIENT_STATUSES
                 )
@@ -578,8 +601,9 @@ def _check_page(
             text = f"{record.caller_id}\n{record.description or ''}".lower()
             if not any(term in text for term in plain):
                 raise UnexpectedResponse(
-                    f"The PBX answered a search with entry {record.id!r}, which does not contain what was "
-                    "searched for: it ignored the filter, so its answer cannot be shown as the matches.",
+                    f"The PBX answered a search with entry {quoted(record.id, 40)}, which does not contain "
+                    "what was searched for: it ignored the filter, so its answer cannot be shown as the "
+                    "matches.",
                     hint=_INCONSISTENT_HINT,
                 )
 

@@ -96,6 +96,8 @@ class Connection:
     client_secret: SecretStr
     verify: bool | ssl.SSLContext
     timeout: float
+    # Write requests a bulk operation keeps outstanding at once (see `operations.concurrency`).
+    max_in_flight: int = 8
 
     @property
     def pbx_key(self) -> str:
@@ -115,6 +117,7 @@ class Settings(BaseSettings):
     verify_tls: bool = True
     ca_bundle: Path | None = None
     timeout: float = Field(default=30.0, gt=0, le=300)
+    max_in_flight: int = Field(default=8, ge=1, le=64)
     read_only: bool = False
     sandbox: bool = False
     journal: Path | None = None
@@ -142,7 +145,7 @@ class Settings(BaseSettings):
         """The PBX, credentials and TLS trust, checked together; raises ConfigError naming what to fix."""
         endpoint = self.endpoint()
         client_id, secret = self.credentials()
-        return Connection(endpoint, client_id, secret, self.tls_verify(), self.timeout)
+        return Connection(endpoint, client_id, secret, self.tls_verify(), self.timeout, self.max_in_flight)
 
     def journal_path(self) -> Path:
         """THREECX_JOURNAL, or the per-user state directory (the sandbox keeps its own file)."""

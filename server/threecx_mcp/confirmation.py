@@ -17,6 +17,7 @@ import secrets
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -79,7 +80,8 @@ class PlanBook:
             str(path) if path else ":memory:", isolation_level=None, check_same_thread=False, timeout=10
         )
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS plans (plan_id TEXT PRIMARY KEY, digest TEXT NOT NULL, expires_at REAL NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS plans "
+            "(plan_id TEXT PRIMARY KEY, digest TEXT NOT NULL, expires_at REAL NOT NULL, shown TEXT NOT NULL)"
         )
 
     def __repr__(self) -> str:
@@ -92,8 +94,9 @@ class PlanBook:
     def close(self) -> None:
         self._db.close()
 
-    def issue(self, action: str, request: object) -> str:
-        """A new plan_id for exactly this action and request (any JSON-serialisable description)."""
+    def issue(self, action: str, request: object, shown: object = None) -> str:
+        """A new plan_id for exactly this action and request (any JSON-serialisable description);
+        `shown` is what the user was shown, handed back when the plan is applied."""
         now = time.time()
         plan_id = secrets.token_hex(_PLAN_ID_BYTES)
         self._db.execute(
@@ -107,16 +110,16 @@ class PlanBook:
                 (_MAX_OPEN_PLANS - 1,),
             )
             self._db.execute(
-                "INSERT INTO plans VALUES (?, ?, ?)",
-                (plan_id, _digest(action, request), now + self._lifetime),
+                "INSERT INTO plans VALUES (?, ?, ?, ?)",
+                (plan_id, _digest(action, request), now + self._lifetime, json.dumps(shown)),
             )
         return plan_id
 
-    def redeem(self, plan_id: str, action: str, request: object) -> None:
-        """Use the plan up, or raise InvalidArgument saying why it cannot be applied."""
+    def redeem(self, plan_id: str, action: str, request: object) -> Any:
+        """Use the plan up and return what it showed, or raise InvalidArgument saying why it cannot be applied."""
         again = f"Call {action} without plan_id for a new plan, show it to the user, then apply it."
         row = self._db.execute(
-            "SELECT digest, expires_at FROM plans WHERE plan_id = ?", (plan_id,)
+            "SELECT digest, expires_at, shown FROM plans WHERE plan_id = ?", (plan_id,)
         ).fetchone()
         if row is not None and row[1] <= time.time():
             self._db.execute("DELETE FROM plans WHERE plan_id = ?", (plan_id,))
@@ -131,6 +134,7 @@ class PlanBook:
         used = self._db.execute("DELETE FROM plans WHERE plan_id = ?", (plan_id,)).rowcount
         if row is None or used != 1:  # unknown, or another process applied it a moment ago
             raise InvalidArgument(f"plan_id {quoted(plan_id, 40)} is unknown or was already used. {again}")
+        return json.loads(row[2])
 
 
 def _digest(action: str, request: object) -> str:

@@ -25,6 +25,8 @@ def shorten(text: str, limit: int = PBX_TEXT_LIMIT) -> str:
 
 def in_words(seconds: float) -> str:
     """A wait as a person says it ("45 seconds", "60 minutes", "3 hours"), rounded up."""
+    if not math.isfinite(seconds):
+        return "a very long time" if seconds > 0 else "0 seconds"
     whole = max(math.ceil(seconds), 0)
     for unit, size in (("hour", 3600), ("minute", 60)):
         if whole >= 2 * size or (unit == "minute" and whole >= 90):

@@ -8,6 +8,7 @@ kept as data (code, message, details) and never become the sentence a user reads
 from __future__ import annotations
 
 import ipaddress
+import math
 import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -61,19 +62,27 @@ _CODE_CLASSES: tuple[tuple[str, type[PbxError], str], ...] = (
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
 
+# A longer wait than this is not worth waiting for either, and is worded as this (1e999 parses as infinity).
+MAX_RETRY_AFTER_SECONDS = 7 * 24 * 3600.0
+
+
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait, from either form HTTP allows (delta-seconds or an HTTP-date)."""
+    """Seconds to wait, from either form HTTP allows (delta-seconds or an HTTP-date), at most a week."""
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None  # unreadable: fall back to our own backoff
-    return max(0.0, (when - datetime.now(UTC)).total_seconds()) if when.tzinfo else None
+    if when.tzinfo is None:
+        return None
+    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), MAX_RETRY_AFTER_SECONDS)
 
 
 def _odata_error(response: httpx2.Response) -> tuple[str | None, str | None, tuple[ODataDetail, ...]]:

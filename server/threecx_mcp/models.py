@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from .caller_ids import MAX_CALLER_ID_LENGTH, character_name
 from .client import BlacklistRecord
@@ -220,7 +220,7 @@ class UpdateResult(BaseModel):
     )
 
 
-DeleteStatus = Literal["deleted", "not_found", "failed", "would_delete", "unknown"]
+DeleteStatus = Literal["deleted", "not_found", "failed", "would_delete", "unknown", "skipped"]
 
 
 class DeleteOutcome(BaseModel):
@@ -251,6 +251,10 @@ class BulkDeleteResult(BaseModel):
     failed: int
     unknown: int = Field(description="Ids whose request got no answer: the PBX may still have deleted them.")
     would_delete: int = Field(default=0, description="Dry run only: ids that exist and would be deleted.")
+    skipped: int = Field(
+        default=0,
+        description="Ids left alone because they were not as the user saw them when confirming (new, or changed).",
+    )
     results: list[DeleteOutcome] = Field(
         description=f"Per-id results in request order, at most {MAX_LISTED_RESULTS}: every id that was not "
         "deleted comes first in priority; the rest are counted in `omitted`."
@@ -391,3 +395,98 @@ class RecentCallersResult(BaseModel):
     callers: list[RecentCaller] = Field(description="The most frequent callers first, at most `limit`.")
     truncated: bool = Field(description="True when the call log held more records than were read.")
     summary: str
+
+
+# -- add_blacklist_numbers: many entries at once ------------------------------------------------
+
+MAX_BULK_ENTRIES = 10_000
+
+
+def checked_description(value: str | None) -> str | None:
+    """A description as the single add takes it (bounded, no control characters; blank is none), or
+    ValueError saying what is wrong: the bulk add applies the same rule to each entry."""
+    return None if value is None else (_description(value) or None)
+
+
+# Any: `operations.entry_lists.parse_entries` reads it (the schema below is what clients see), so a string
+# the SDK decoded as JSON, an object, or a number gets that reader's sentence rather than pydantic's.
+EntryList = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "array",
+                    "maxItems": MAX_BULK_ENTRIES,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "caller_id": {"type": "string", "maxLength": MAX_CALLER_ID_LENGTH},
+                            "description": {
+                                "anyOf": [
+                                    {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH},
+                                    {"type": "null"},
+                                ]
+                            },
+                        },
+                        "required": ["caller_id"],
+                        "additionalProperties": False,
+                    },
+                },
+                {"type": "string", "maxLength": 2_000_000},
+            ],
+            "description": (
+                f"Up to {MAX_BULK_ENTRIES} entries: a list of {{caller_id, description}} objects, CSV text whose "
+                "first line is the header caller_id,description (quote fields holding commas), or a JSON string "
+                "holding the list. Each caller ID is normalised and checked as for add_blacklist_number."
+            ),
+        }
+    ),
+]
+
+BulkAddStatus = Literal["added", "already_present", "invalid", "duplicate", "failed", "unknown", "would_add"]
+
+
+class AddOutcome(BaseModel):
+    row: int = Field(description="The entry's position in the input (1-based; a CSV's header not counted).")
+    status: BulkAddStatus
+    caller_id: str = Field(description="The caller ID as stored (normalised), or as given when invalid.")
+    description: str | None = None
+    id: str | None = Field(
+        default=None, description="The entry's id: the new one, or the existing entry's for already_present."
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Why it is invalid, failed, unknown or a duplicate; for the others, how its caller ID was "
+        "normalised or what to check about it.",
+    )
+
+
+class BulkAddResult(BaseModel):
+    operation_id: str | None = Field(
+        default=None, description="Journal id of this add; restore_blacklist_numbers removes what it added."
+    )
+    outcome: Literal["completed", "partial", "interrupted", "dry_run", "awaiting_confirmation", "declined"]
+    summary: str
+    plan_id: str | None = Field(
+        default=None,
+        description="Set when nothing was added yet: show the summary to the user and, if they agree, call "
+        "again with the same entries and this plan_id (valid 10 minutes, once).",
+    )
+    requested: int = Field(description="Entries given.")
+    added: int
+    already_present: int = Field(description="Caller IDs the blacklist already held (left alone).")
+    invalid: int = Field(description="Entries refused before sending (see each reason).")
+    duplicate: int = Field(description="Entries folded into an earlier entry with the same caller ID.")
+    failed: int
+    unknown: int = Field(description="Entries whose request got no answer: the PBX may still add them.")
+    would_add: int = Field(default=0, description="Dry run or plan only: entries that would be added.")
+    results: list[AddOutcome] = Field(
+        description=f"Per-entry results in input order, at most {MAX_LISTED_RESULTS}: entries that were not "
+        "added come first in priority; the rest are counted in `omitted`."
+    )
+    omitted: int = Field(
+        default=0, description="Per-entry results left out of `results`; `details` has them all."
+    )
+    details: str | None = Field(default=None, description="MCP resource URI with every added entry's result.")
+    warnings: list[str] = Field(default_factory=list)

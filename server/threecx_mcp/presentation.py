@@ -15,11 +15,21 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from .display import quoted
-from .models import BulkDeleteResult, CallerCheckResult, OperationsPage, RecentCallersResult, RestoreResult
+from .models import (
+    BulkAddResult,
+    BulkDeleteResult,
+    CallerCheckResult,
+    OperationsPage,
+    RecentCallersResult,
+    RestoreResult,
+)
 from .sanitise import clean
 
 MAX_TEXT_BYTES = 16_000
 _MAX_LINES = 30
+_NAMED_ROWS = (
+    20  # rows of each kind named in a bulk add's text (all listed ones are in the structured result)
+)
 _RECENT_CALLER_LINES = 25  # callers listed in the text (all are in the structured result): under 16 KB
 
 
@@ -39,6 +49,8 @@ def _text(model: BaseModel) -> str:
         return _bulk_delete(model)
     if isinstance(model, RestoreResult):
         return _restore(model)
+    if isinstance(model, BulkAddResult):
+        return _bulk_add(model)
     if isinstance(model, OperationsPage):
         return _operations(model)
     if isinstance(model, RecentCallersResult):
@@ -151,4 +163,44 @@ def _recent_callers(result: RecentCallersResult) -> str:
         )
     if len(result.callers) > _RECENT_CALLER_LINES:
         lines.append(f"- … and {len(result.callers) - _RECENT_CALLER_LINES} more in the structured result")
+    return "\n".join(lines)
+
+
+def _bulk_add(result: BulkAddResult) -> str:
+    """The bulk add's result in words: the counts, what needs attention by row, then what was added."""
+    lines = [result.summary]
+    if result.operation_id:
+        lines.append(
+            f"operation_id: {result.operation_id} (restore_blacklist_numbers removes what was added)"
+        )
+    if result.omitted:
+        where = (
+            f"the resource {result.details} holds every entry sent to the PBX"
+            if result.details
+            else "the structured result lists those that need attention first"
+        )
+        lines.append(f"{result.omitted} per-entry results are not listed here; {where}.")
+    lines += [f"Warning: {w}" for w in result.warnings]
+    attention = [r for r in result.results if r.status not in ("added", "would_add", "already_present")]
+    if attention:
+        lines.append("Not added:")
+        lines += [
+            f"- row {r.row} {quoted(r.caller_id, 40)} {r.status}"
+            + (f": {clean(r.reason, 200)}" if r.reason else "")
+            for r in attention[:_NAMED_ROWS]
+        ]
+    for status, heading in (
+        ("already_present", "Already blacklisted"),
+        ("added", "Added"),
+        ("would_add", "Would add"),
+    ):
+        shown = [r for r in result.results if r.status == status][:_NAMED_ROWS]
+        if shown:
+            lines.append(
+                f"{heading}: "
+                + ", ".join(
+                    f"{quoted(r.caller_id, 40)} (id {quoted(r.id, 20)})" if r.id else quoted(r.caller_id, 40)
+                    for r in shown
+                )
+            )
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from .display import escape, quoted
 from .errors import ThreeCXMcpError
 from .journal import Journal
 from .models import MAX_ARGUMENT_DEPTH, nesting_depth
+from .sanitise import clean
 from .tools import AppState, register
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ INSTRUCTIONS = """\
 Manages the caller blacklist of a 3CX phone system. list_recent_callers shows who has been calling
 and whether they are blocked; check_caller_id says which entry or * pattern blocks a number (check
 before adding). Find entries with list_blacklist_numbers (search by number, name or note); its ids
-are what get, update and bulk delete take. Deleting
+are what get, update and bulk delete take; add_blacklist_numbers blocks a whole list (or CSV) at once. Deleting
 unblocks callers and the user confirms it: when a call returns a plan_id instead of deleting, show
 the user the plan (counts and caller IDs) and apply it with plan_id only if they agree. Every update,
 delete and restore is journaled first; restore_blacklist_numbers undoes one by its operation_id, and
@@ -40,7 +41,8 @@ list_operations finds them."""
 
 
 def error_result(message: str) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+    """The one way a failure reaches the client: through the sanitiser once more, whatever built it."""
+    return CallToolResult(content=[TextContent(type="text", text=clean(message, None))], is_error=True)
 
 
 def _name(text: str) -> str:

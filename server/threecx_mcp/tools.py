@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, cast
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Generic, TypeVar, cast
 
 from mcp.server.mcpserver import (
     Context,
@@ -16,7 +16,7 @@ from mcp.server.mcpserver import (
 )
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import CallToolResult, ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from .caller_ids import check_caller_id
 from .client import XapiClient
@@ -30,12 +30,14 @@ from .models import (
     AddResult,
     BlacklistEntry,
     BlacklistPageResult,
+    BulkAddResult,
     BulkDeleteResult,
     CallerCheckResult,
     CallerIdInput,
     CheckedCallerId,
     DescriptionInput,
     EntryId,
+    EntryList,
     IdList,
     OperationsPage,
     RecentCallersResult,
@@ -43,11 +45,16 @@ from .models import (
     SearchInput,
     UpdateResult,
 )
-from .operations import bulk_delete, callers, entries, history, restore
+from .operations import bulk_add, bulk_delete, callers, entries, export, history, restore
+from .operations.bulk_delete import ProgressFn, no_progress
+from .operations.entry_lists import parse_entries
 from .operations.reporting import OPERATION_URI_PREFIX
 from .presentation import tool_result
 
 _DELETE = "bulk_delete_blacklist_numbers"  # the action a delete plan is bound to
+_ADD = "add_blacklist_numbers"  # the action a bulk add plan is bound to
+_MAX_PENDING_QUESTIONS = 100
+_R = TypeVar("_R", bound=BaseModel)
 
 PlanId = Annotated[
     str,
@@ -65,6 +72,8 @@ class AppState:
     client: XapiClient
     journal: Journal
     plans: PlanBook
+    # What each pending question showed the user, by request id: a delete then touches only that.
+    shown: dict[object, object] = field(default_factory=dict)
 
 
 def _state(ctx: Context) -> AppState:
@@ -121,20 +130,20 @@ async def list_blacklist_numbers(
     cursor: Annotated[
         str | None, Field(description="next_cursor from the previous page.", max_length=2_000)
     ] = None,
-) -> BlacklistPageResult:
+) -> Annotated[CallToolResult, BlacklistPageResult]:
     """List or search the PBX's caller blacklist, a page at a time.
 
     Use it to find the id of an entry before get, update or delete. Results come sorted by
     caller ID, with the total number of matches; pass next_cursor back to get the next page
     (deleting entries between pages skips nothing).
     """
-    return await entries.list_entries(_client(ctx), search, limit, cursor)
+    return tool_result(await entries.list_entries(_client(ctx), search, limit, cursor))
 
 
 @_tool("Get blacklist entry", read_only=True, idempotent=True)
-async def get_blacklist_number(ctx: Context, id: EntryId) -> BlacklistEntry:
+async def get_blacklist_number(ctx: Context, id: EntryId) -> Annotated[CallToolResult, BlacklistEntry]:
     """Read one blacklist entry by id (ids come from list_blacklist_numbers)."""
-    return await entries.get_entry(_client(ctx), str(id))
+    return tool_result(await entries.get_entry(_client(ctx), str(id)))
 
 
 _BROAD = Annotated[
@@ -165,10 +174,16 @@ async def _ask_before_broad_pattern(
     )
 
 
-def _confirm_broad_pattern(
-    ctx: Context, asked: ElicitationResult[Confirmation], action: str, request: object, plan_id: str | None
+def _confirm_one_write(
+    ctx: Context,
+    asked: ElicitationResult[Confirmation],
+    action: str,
+    request: object,
+    plan_id: str | None,
+    why: str,
 ) -> None:
-    """Go on only when the user agreed: by elicitation, or by the plan they were shown (else raise)."""
+    """Go on only when the user agreed: by elicitation, or by the plan they were shown (else raise,
+    handing out that plan: `why` says what the user must agree to and what to show them)."""
     unasked = getattr(asked, "data", None)
     if unasked is Unasked.CANNOT_ASK:
         plans = _state(ctx).plans
@@ -176,12 +191,16 @@ def _confirm_broad_pattern(
             plans.redeem(plan_id, action, request)
             return
         raise ConfirmationNeeded(
-            "Nothing was changed yet: this pattern blocks (nearly) every caller and the user must agree. "
-            f"Show the user the caller ID and why; only if they agree, call {action} again with the same "
+            f"Nothing was changed yet: {why} Only if they agree, call {action} again with the same "
             f"arguments and plan_id={plans.issue(action, request)} (valid {plans.lifetime_minutes} minutes, once)."
         )
     if not isinstance(unasked, Unasked) and not accepted(asked):
         raise ConfirmationNeeded("The user declined; nothing was changed.")
+
+
+_BROAD_WHY = (
+    "this pattern blocks (nearly) every caller and the user must agree. Show the user the caller ID and why."
+)
 
 
 @_tool("Add blacklist entry", read_only=False)
@@ -192,7 +211,7 @@ async def add_blacklist_number(
     description: DescriptionInput | None = None,
     allow_broad_pattern: _BROAD = False,
     plan_id: PlanId | None = None,
-) -> AddResult:
+) -> Annotated[CallToolResult, AddResult]:
     """Block a caller: add a caller ID (number, name, or * pattern) to the PBX's blacklist.
 
     Refuses a caller ID that is already blacklisted and names the existing entry instead. A
@@ -201,10 +220,92 @@ async def add_blacklist_number(
     plan_id, show the user the caller ID and the reason, and only if they agree call again with it.
     """
     request = [_journal(ctx).pbx, str(caller_id), description]
-    _confirm_broad_pattern(ctx, asked, "add_blacklist_number", request, plan_id)
-    return await entries.add_entry(
-        _client(ctx), str(caller_id), description, allow_broad_pattern=allow_broad_pattern
+    _confirm_one_write(ctx, asked, "add_blacklist_number", request, plan_id, _BROAD_WHY)
+    return tool_result(
+        await entries.add_entry(
+            _client(ctx), str(caller_id), description, allow_broad_pattern=allow_broad_pattern
+        )
     )
+
+
+async def _ask_before_adding(
+    entries: Any, dry_run: bool, allow_broad_pattern: bool, ctx: Context
+) -> Elicit[Confirmation] | Unasked:
+    """The bulk add's question: how many callers would be blocked, which, and any broad pattern among them."""
+
+    async def question() -> tuple[str | None, object]:
+        try:
+            parsed = parse_entries(entries)
+        except ThreeCXMcpError:
+            return None, None  # the tool refuses the list with the reason
+        to_add = (await bulk_add.prepare(_client(ctx), parsed, allow_broad_pattern)).to_add
+        if not to_add:
+            return None, None  # nothing would be added: nothing to confirm
+        count, broad = len(to_add), [c.caller_id for c in to_add if c.broad]
+        text = (
+            f"Add {count} entr{'y' if count == 1 else 'ies'} to the PBX's blacklist? Those callers will be "
+            "blocked. The caller IDs (as they would be stored, in quotes): "
+            f"{caller_id_list([c.caller_id for c in to_add], count)}."
+        )
+        if broad:
+            text += f" {len(broad)} of them block (nearly) every caller: {caller_id_list(broad, len(broad))}."
+        return text, None  # an add is bound by its entries: nothing else to remember
+
+    return await _ask_before_bulk_write(dry_run, ctx, question)
+
+
+@_tool("Add blacklist entries", read_only=False, idempotent=True)
+async def add_blacklist_numbers(
+    ctx: Context,
+    entries: EntryList,
+    asked: Annotated[ElicitationResult[Confirmation], Resolve(_ask_before_adding)],
+    dry_run: Annotated[bool, Field(description="Report what would be added, add nothing.")] = False,
+    allow_broad_pattern: _BROAD = False,
+    plan_id: PlanId | None = None,
+) -> Annotated[CallToolResult, BulkAddResult]:
+    """Block many callers at once: add up to 10,000 caller IDs to the PBX's blacklist in one call.
+
+    entries is a list of {caller_id, description}, CSV text with the header caller_id,description,
+    or a JSON string holding the list. Each caller ID is normalised and checked as for
+    add_blacklist_number; invalid ones are reported with the reason and the rest go on; repeats
+    are folded; caller IDs already blacklisted are skipped and named with their entry. The user
+    confirms: clients that can ask them do so; otherwise the first call adds nothing and returns a
+    plan with a plan_id. Show the user the plan's summary and caller IDs, and only if they agree
+    call again with the same entries and that plan_id. Pass the returned operation_id to
+    restore_blacklist_numbers to remove what was added.
+    """
+    parsed = parse_entries(entries)
+    client, journal = _client(ctx), _journal(ctx)
+
+    async def run(dry: bool, progress: ProgressFn, seen: object) -> tuple[BulkAddResult, object]:
+        # Adding is bound by the plan's entry set alone: what exists meanwhile is skipped as already_present.
+        added = await bulk_add.bulk_add(
+            client,
+            journal,
+            parsed,
+            dry_run=dry,
+            allow_broad_pattern=allow_broad_pattern,
+            max_in_flight=client.max_in_flight,
+            progress=progress,
+        )
+        return added, None
+
+    write = _BulkWrite(
+        action=_ADD,
+        # Plans may be shared by servers of other PBXs; a plan covers the normalised set, not its spelling.
+        request={"pbx": journal.pbx, "entries": bulk_add.plan_request(parsed, allow_broad_pattern)},
+        argument="entries",
+        verb="add",
+        done="added",
+        run=run,
+        pending=lambda r: r.would_add,
+        leftover=lambda r: (
+            f"{r.already_present} already present, {r.invalid} invalid, {r.duplicate} repeated"
+        ),
+        declined=lambda: bulk_add.declined(parsed),
+    )
+    result = await _confirmed_bulk_write(ctx, asked, write, dry_run=dry_run, plan_id=plan_id)
+    return tool_result(result)
 
 
 @_tool("Update blacklist entry", read_only=False, destructive=True, idempotent=True)
@@ -218,7 +319,7 @@ async def update_blacklist_number(
     ] = None,
     allow_broad_pattern: _BROAD = False,
     plan_id: PlanId | None = None,
-) -> UpdateResult:
+) -> Annotated[CallToolResult, UpdateResult]:
     """Change an existing blacklist entry's caller ID and/or description.
 
     Give the id (from list_blacklist_numbers) and at least one of caller_id or description;
@@ -227,37 +328,122 @@ async def update_blacklist_number(
     A caller ID blocking (nearly) everyone needs allow_broad_pattern=true, as for add.
     """
     request = [_journal(ctx).pbx, str(id), caller_id, description]
-    _confirm_broad_pattern(ctx, asked, "update_blacklist_number", request, plan_id)
-    return await entries.update_entry(
-        _client(ctx),
-        _journal(ctx),
-        str(id),
-        caller_id,
-        description,
-        allow_broad_pattern=allow_broad_pattern,
+    _confirm_one_write(ctx, asked, "update_blacklist_number", request, plan_id, _BROAD_WHY)
+    return tool_result(
+        await entries.update_entry(
+            _client(ctx),
+            _journal(ctx),
+            str(id),
+            caller_id,
+            description,
+            allow_broad_pattern=allow_broad_pattern,
+        )
     )
 
 
-async def _ask_before_deleting(ids: list[str], dry_run: bool, ctx: Context) -> Elicit[Confirmation] | Unasked:
+async def _ask_before_bulk_write(
+    dry_run: bool, ctx: Context, question: Callable[[], Awaitable[tuple[str | None, object]]]
+) -> Elicit[Confirmation] | Unasked:
     """Ask the user when the client can ask; otherwise the plan_id route applies (see `confirmation`).
 
-    It may run again on each round of a 2026-07-28 call, so it only reads: the plan is used up in the tool.
+    `question` reads what the write would change and words it (None: nothing would change, so
+    nothing to ask), with what it shows. What it shows is kept for this request, so the write does only that (see
+    `_BulkWrite.run`). It may run again on each round of a 2026-07-28 call, so it only reads: the
+    plan is used up in the tool, and the last round's question is the one answered.
     """
     if dry_run:
         return Unasked.NOT_NEEDED
     if not can_ask(ctx.client_capabilities):
         return Unasked.CANNOT_ASK
-    existing = await _client(ctx).find_by_ids(ids)
-    if not existing:
-        return Unasked.NOT_NEEDED  # nothing would be deleted: nothing to confirm
-    count = len(existing)
-    caller_ids = [existing[i].caller_id for i in ids if i in existing]
-    return Elicit(
-        f"Delete {count} blacklist entr{'y' if count == 1 else 'ies'} from the PBX? "
-        f"Those callers will no longer be blocked. The caller IDs (as stored, in quotes): "
-        f"{caller_id_list(caller_ids, count)}.",
-        Confirmation,
+    text, shows = await question()
+    shown = _state(ctx).shown
+    while len(shown) >= _MAX_PENDING_QUESTIONS:  # questions whose call never came back
+        shown.pop(next(iter(shown)))
+    shown[ctx.request_id] = shows
+    return Unasked.NOT_NEEDED if text is None else Elicit(text, Confirmation)
+
+
+@dataclass(frozen=True)
+class _BulkWrite(Generic[_R]):
+    """A write of many entries that the user confirms, as `_confirmed_bulk_write` needs to know it."""
+
+    action: str  # the tool, which its plans are bound to
+    request: object  # exactly what a plan covers
+    argument: str  # what the applying call must repeat unchanged
+    verb: str  # "delete", "add"
+    done: str  # "deleted", "added"
+    # (dry_run, progress, what the user saw or None) -> (result, what a dry run shows)
+    run: Callable[[bool, ProgressFn, Any], Awaitable[tuple[_R, Any]]]
+    pending: Callable[[_R], int]  # how many entries a result says would change
+    leftover: Callable[[_R], str]  # what a plan leaves alone, in words
+    declined: Callable[[], _R]
+
+
+async def _confirmed_bulk_write(
+    ctx: Context,
+    asked: ElicitationResult[Confirmation],
+    write: _BulkWrite[_R],
+    *,
+    dry_run: bool,
+    plan_id: str | None,
+) -> _R:
+    """Run the write only as the user agreed: by elicitation, or by applying the plan they were shown."""
+    state = _state(ctx)
+    plans, seen = state.plans, state.shown.pop(ctx.request_id, None)
+    unasked = getattr(asked, "data", None)
+    if unasked is Unasked.CANNOT_ASK:  # never for a dry run: that needs no confirmation
+        if plan_id is not None:
+            seen = plans.redeem(plan_id, write.action, write.request)
+        else:
+            preview, seen = await write.run(True, no_progress, None)
+            if write.pending(preview):
+                return _as_plan(write, preview, seen, plans, asked_dry_run=False)
+            # Nothing would change: nothing to confirm, and the write below (bound to what the
+            # preview saw) reports why.
+    elif not isinstance(unasked, Unasked) and not accepted(asked):
+        return write.declined()
+    result, shows = await write.run(dry_run, ctx.report_progress, seen)
+    if dry_run and write.pending(result) and not can_ask(ctx.client_capabilities):
+        result = _as_plan(write, result, shows, plans, asked_dry_run=True)
+    return result
+
+
+def _as_plan(
+    write: _BulkWrite[_R], preview: _R, shows: object, plans: PlanBook, *, asked_dry_run: bool
+) -> _R:
+    """The dry run's result carrying a plan: the only way a client that cannot ask the user gets to write."""
+    count, plan_id = write.pending(preview), plans.issue(write.action, write.request, shows)
+    return preview.model_copy(
+        update={
+            "outcome": "dry_run" if asked_dry_run else "awaiting_confirmation",
+            "plan_id": plan_id,
+            "summary": (
+                f"Nothing was {write.done}. Plan: {write.verb} {count} entr{'y' if count == 1 else 'ies'} "
+                f"({write.leftover(preview)}). Show the user this plan and the caller IDs below; only if they "
+                f"agree, call {write.action} again with the same {write.argument}, without dry_run, and "
+                f"plan_id={plan_id} (valid {plans.lifetime_minutes} minutes, once)."
+            ),
+        }
     )
+
+
+async def _ask_before_deleting(ids: list[str], dry_run: bool, ctx: Context) -> Elicit[Confirmation] | Unasked:
+    """The delete's question: how many callers would be unblocked, and which."""
+
+    async def question() -> tuple[str | None, object]:
+        existing = await _client(ctx).find_by_ids(ids)
+        if not existing:
+            return None, {}  # nothing would be deleted: nothing to confirm, and nothing may be
+        count = len(existing)
+        caller_ids = [existing[i].caller_id for i in ids if i in existing]
+        text = (
+            f"Delete {count} blacklist entr{'y' if count == 1 else 'ies'} from the PBX? "
+            f"Those callers will no longer be blocked. The caller IDs (as stored, in quotes): "
+            f"{caller_id_list(caller_ids, count)}."
+        )
+        return text, {i: record.caller_id for i, record in existing.items()}
+
+    return await _ask_before_bulk_write(dry_run, ctx, question)
 
 
 @_tool("Delete blacklist entries", read_only=False, destructive=True, idempotent=True)
@@ -279,50 +465,60 @@ async def bulk_delete_blacklist_numbers(
     operation_id to restore_blacklist_numbers to undo. Up to 10,000 ids.
     """
     id_list = [str(i) for i in ids]
-    client, journal, plans = _client(ctx), _journal(ctx), _state(ctx).plans
-    request = {"pbx": journal.pbx, "ids": sorted(id_list)}  # plans may be shared by servers of other PBXs
-    unasked = getattr(asked, "data", None)
-    if unasked is Unasked.CANNOT_ASK:  # never for a dry run: that needs no confirmation
-        if plan_id is not None:
-            plans.redeem(plan_id, _DELETE, request)
-        else:
-            preview = await bulk_delete.bulk_delete(client, journal, id_list, dry_run=True)
-            if preview.would_delete:
-                plan = plans.issue(_DELETE, request)
-                return tool_result(_as_plan(preview, plan, plans.lifetime_minutes, asked_dry_run=False))
-            # None of the ids exists: nothing to confirm, and the delete below reports them not found.
-    elif not isinstance(unasked, Unasked) and not accepted(asked):
-        return tool_result(bulk_delete.declined(id_list))
-    result = await bulk_delete.bulk_delete(
-        client, journal, id_list, dry_run=dry_run, progress=ctx.report_progress
+    client, journal = _client(ctx), _journal(ctx)
+
+    async def run(
+        dry: bool, progress: ProgressFn, seen: dict[str, str] | None
+    ) -> tuple[BulkDeleteResult, object]:
+        if dry:
+            return await bulk_delete.preview(client, id_list)
+        return await bulk_delete.bulk_delete(
+            client, journal, id_list, dry_run=False, progress=progress, shown=seen
+        ), None
+
+    write = _BulkWrite(
+        action=_DELETE,
+        request={"pbx": journal.pbx, "ids": sorted(id_list)},  # plans may be shared by servers of other PBXs
+        argument="ids",
+        verb="delete",
+        done="deleted",
+        run=run,
+        pending=lambda r: r.would_delete,
+        leftover=lambda r: f"{r.not_found} of the ids were not found",
+        declined=lambda: bulk_delete.declined(id_list),
     )
-    if dry_run and result.would_delete and not can_ask(ctx.client_capabilities):
-        result = _as_plan(result, plans.issue(_DELETE, request), plans.lifetime_minutes, asked_dry_run=True)
+    result = await _confirmed_bulk_write(ctx, asked, write, dry_run=dry_run, plan_id=plan_id)
     return tool_result(result)
 
 
-def _as_plan(
-    preview: BulkDeleteResult, plan_id: str, minutes: int, *, asked_dry_run: bool
-) -> BulkDeleteResult:
-    """The dry run's result carrying a plan: the only way a client that cannot ask the user gets to delete."""
-    count = preview.would_delete
-    return preview.model_copy(
-        update={
-            "outcome": "dry_run" if asked_dry_run else "awaiting_confirmation",
-            "plan_id": plan_id,
-            "summary": (
-                f"Nothing was deleted. Plan: delete {count} entr{'y' if count == 1 else 'ies'} "
-                f"({preview.not_found} of the ids were not found). Show the user this plan and the caller "
-                f"IDs below; only if they agree, call {_DELETE} again with the same ids, without dry_run, "
-                f"and plan_id={plan_id} (valid {minutes} minutes, once)."
-            ),
-        }
+async def _ask_before_removing(
+    operation_id: str | None, ids: list[str] | None, overwrite: bool, ctx: Context
+) -> Elicit[Confirmation] | Unasked:
+    """Ask before a restore removes entries; re-creating and rolling back need no question."""
+    id_list = None if ids is None else [str(i) for i in ids]
+    try:
+        removed = await restore.removals(
+            _client(ctx), _journal(ctx), operation_id, id_list, overwrite=overwrite
+        )
+    except ThreeCXMcpError:
+        return Unasked.NOT_NEEDED  # the restore itself refuses with the reason
+    if not removed:
+        return Unasked.NOT_NEEDED
+    if not can_ask(ctx.client_capabilities):
+        return Unasked.CANNOT_ASK
+    count = len(removed)
+    return Elicit(
+        f"Remove {count} blacklist entr{'y' if count == 1 else 'ies'} from the PBX to undo this? Those "
+        f"callers will no longer be blocked. The caller IDs (as stored, in quotes): "
+        f"{caller_id_list(removed, count)}.",
+        Confirmation,
     )
 
 
 @_tool("Restore blacklist entries", read_only=False, destructive=True, idempotent=True)
 async def restore_blacklist_numbers(
     ctx: Context,
+    asked: Annotated[ElicitationResult[Confirmation], Resolve(_ask_before_removing)],
     operation_id: Annotated[
         str | None,
         Field(
@@ -340,17 +536,38 @@ async def restore_blacklist_numbers(
             description="Also put back entries that someone changed since (they are left alone otherwise)."
         ),
     ] = False,
+    plan_id: PlanId | None = None,
 ) -> Annotated[CallToolResult, RestoreResult]:
-    """Undo an update, a bulk delete or a restore from the local safety journal.
+    """Undo an update, a bulk delete, a bulk add or a restore from the local safety journal.
 
     Give operation_id (from a result, or list_operations), ids, or both. Entries already as
     journaled are left alone, so restoring twice is safe; entries changed since the operation
     are reported changed_since and left alone unless overwrite=true. Re-created entries get new
     ids; the result lists them. The restore is journaled too: its own operation_id undoes it.
+    A restore that removes entries (undoing an add) unblocks callers, so the user confirms it:
+    if the answer carries a plan_id, show the user what would be removed (list_operations and
+    the operation's resource show it) and only if they agree call again with it.
     """
     id_list = None if ids is None else [str(i) for i in ids]
+    request = [_journal(ctx).pbx, operation_id, sorted(id_list or []), overwrite]
+    _confirm_one_write(
+        ctx,
+        asked,
+        "restore_blacklist_numbers",
+        request,
+        plan_id,
+        "this restore removes entries from the blacklist (it undoes adding them), so those callers "
+        "would no longer be blocked, and the user must agree. Show the user which entries.",
+    )
+    client = _client(ctx)
     result = await restore.restore(
-        _client(ctx), _journal(ctx), operation_id, id_list, overwrite=overwrite, progress=ctx.report_progress
+        client,
+        _journal(ctx),
+        operation_id,
+        id_list,
+        overwrite=overwrite,
+        max_in_flight=client.max_in_flight,
+        progress=ctx.report_progress,
     )
     return tool_result(result)
 
@@ -412,10 +629,27 @@ async def list_operations(
     return tool_result(await history.list_operations(_journal(ctx), limit, cursor))
 
 
-async def operation_resource(operation_id: str, ctx: Context, start: int = 0) -> str:
+async def operation_resource(operation_id: str, ctx: Context, start: str = "0") -> str:
     """Every entry of one journaled operation (JSON, up to ~400 KB a page; `next_page` names the next)."""
+    # `start` is taken as text and parsed by history: typed as int, a bad value fails inside the SDK with
+    # no reason given and the whole URI echoed.
     try:
         return await history.operation_detail(_journal(ctx), operation_id, start)
+    except ThreeCXMcpError as exc:  # the reader gets our sentence, not the SDK's generic one
+        raise ResourceError(exc.user_message()) from None
+
+
+async def blacklist_csv_resource(ctx: Context, start: int | None = None) -> str:
+    """The whole blacklist as CSV (caller_id,description), sorted by caller ID, as `threecx-mcp export` writes it.
+
+    A cell a spreadsheet would run as a formula starts with one ' (so does a cell starting with ');
+    `threecx-mcp import` and add_blacklist_numbers strip it. Up to ~0.9 MB a read: a larger blacklist
+    is refused with the parts to read instead (`?start=N`, each a CSV with its header).
+    """
+    # A template with an optional variable rather than a static resource: only templates get the Context
+    # (and with it the PBX client), and `start` is what a blacklist too large for one read needs anyway.
+    try:
+        return await export.csv_resource(_client(ctx), start)
     except ThreeCXMcpError as exc:  # the reader gets our sentence, not the SDK's generic one
         raise ResourceError(exc.user_message()) from None
 
@@ -439,3 +673,10 @@ def register(server: MCPServer[AppState], *, read_only: bool) -> None:
         description=inspect.cleandoc(operation_resource.__doc__ or ""),
         mime_type="application/json",
     )(operation_resource)
+    server.resource(
+        export.BLACKLIST_CSV_URI + "{?start}",
+        name="blacklist.csv",
+        title="Blacklist as CSV",
+        description=inspect.cleandoc(blacklist_csv_resource.__doc__ or ""),
+        mime_type="text/csv",
+    )(blacklist_csv_resource)

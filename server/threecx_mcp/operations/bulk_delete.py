@@ -8,12 +8,13 @@ record that says, per id, what is known: gone, still there, or unknowable (in fl
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anyio
 
 from ..client import BlacklistRecord, XapiClient
+from ..display import quoted
 from ..errors import PbxError, PbxUnreachable
 from ..journal import EntryImage, ItemRecord, Journal, OperationKind
 from ..models import BulkDeleteResult, DeleteOutcome
@@ -30,6 +31,14 @@ async def no_progress(done: float, total: float, message: str) -> None:
     return None
 
 
+async def preview(client: XapiClient, ids: Sequence[str]) -> tuple[BulkDeleteResult, dict[str, str]]:
+    """The dry run, and what it showed: each id that would be deleted with its caller ID."""
+    before = await client.find_by_ids(ids)
+    statuses = {i: "would_delete" if i in before else "not_found" for i in ids}
+    shown = {i: before[i].caller_id for i in ids if i in before}
+    return await summarise(ids, before, statuses, {}, "dry_run", None, []), shown
+
+
 async def bulk_delete(
     client: XapiClient,
     journal: Journal,
@@ -37,14 +46,30 @@ async def bulk_delete(
     *,
     dry_run: bool,
     progress: ProgressFn = no_progress,
+    shown: Mapping[str, str] | None = None,
 ) -> BulkDeleteResult:
-    before = await client.find_by_ids(ids)
-    present = [i for i in ids if i in before]
+    """Delete `ids`; with `shown` (id → caller ID the user confirmed), only entries still as shown.
+
+    An id the user was not shown (it did not exist then) or whose caller ID changed since is
+    `skipped`: the user agreed to delete what they saw, not whatever holds that id now.
+    """
     if dry_run:
-        statuses = {i: "would_delete" if i in before else "not_found" for i in ids}
-        return await summarise(ids, before, statuses, {}, "dry_run", None, [])
+        return (await preview(client, ids))[0]
+    before = await client.find_by_ids(ids)
+    reasons: dict[str, str] = {}
+    if shown is not None:
+        for i in (i for i in ids if i in before):
+            if i not in shown:
+                reasons[i] = "not deleted: it did not exist when the user confirmed, so they never saw it"
+            elif shown[i] != before[i].caller_id:
+                reasons[i] = (
+                    f"not deleted: its caller ID changed since the user confirmed (they saw {quoted(shown[i], 40)})"
+                )
+    present = [i for i in ids if i in before and i not in reasons]
+    skipped = {i: "skipped" for i in reasons}
     if not present:
-        return await summarise(ids, before, dict.fromkeys(ids, "not_found"), {}, "completed", None, [])
+        statuses = {i: skipped.get(i, "not_found") for i in ids}
+        return await summarise(ids, before, statuses, reasons, "completed", None, [])
     items = [ItemRecord(before=_image(before[i]), after=None) async for i in yielding(present)]
     operation_id = await begin(journal, OperationKind.DELETE, items)
     run = _BulkRun(present, progress)
@@ -59,8 +84,8 @@ async def bulk_delete(
         raise
     outcome = "partial" if any(s in ("failed", "unknown") for s in run.statuses.values()) else "completed"
     warnings = await end(journal, operation_id, outcome, run.final_items(items))
-    statuses = {i: run.statuses.get(i, "not_found") for i in ids}
-    return await summarise(ids, before, statuses, run.reasons, outcome, operation_id, warnings)
+    statuses = {i: skipped.get(i) or run.statuses.get(i, "not_found") for i in ids}
+    return await summarise(ids, before, statuses, run.reasons | reasons, outcome, operation_id, warnings)
 
 
 @dataclass
@@ -154,15 +179,16 @@ async def summarise(
 ) -> BulkDeleteResult:
     rows = [_row(i, before.get(i), statuses[i], reasons.get(i)) async for i in yielding(ids)]
     tally = counts(rows)
-    counted = {s: tally.get(s, 0) for s in ("deleted", "not_found", "failed", "unknown")}
+    counted = {s: tally.get(s, 0) for s in ("deleted", "not_found", "failed", "unknown", "skipped")}
     would_delete = tally.get("would_delete", 0)
-    listed, omitted = bounded_rows(rows, important=("not_found", "failed", "unknown"))
+    listed, omitted = bounded_rows(rows, important=("not_found", "failed", "unknown", "skipped"))
     if outcome == "dry_run":
         summary = f"Dry run: {would_delete} would be deleted, {counted['not_found']} not found; nothing was deleted."
     else:
         summary = (
             f"{counted['deleted']} deleted, {counted['not_found']} not found, {counted['failed']} failed"
             + (f", {counted['unknown']} unknown" if counted["unknown"] else "")
+            + (f", {counted['skipped']} skipped (not as the user saw them)" if counted["skipped"] else "")
             + f" of {len(ids)} requested."
         )
         if counted["failed"] or counted["unknown"]:
@@ -190,6 +216,7 @@ async def summarise(
         not_found=counted["not_found"],
         failed=counted["failed"],
         unknown=counted["unknown"],
+        skipped=counted["skipped"],
     )
 
 

@@ -18,6 +18,7 @@ from ..errors import InvalidArgument, NotFound, PbxError
 from ..journal import EntryImage, ItemRecord, Journal, OperationKind
 from ..models import RestoreOutcome, RestoreResult
 from .bulk_delete import ProgressFn, no_progress
+from .concurrency import DEFAULT_MAX_IN_FLIGHT, AdaptiveLimiter, for_each
 from .journaling import begin, end
 from .outcomes import FATAL, REFUSED, UNCHANGED
 from .reporting import Row, bounded_rows, counts, operation_uri, yielding
@@ -56,9 +57,15 @@ async def restore(
     ids: Sequence[str] | None,
     *,
     overwrite: bool = False,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     progress: ProgressFn = no_progress,
 ) -> RestoreResult:
-    """Make the PBX match the journal's before-images where it still matches what the operation left."""
+    """Make the PBX match the journal's before-images where it still matches what the operation left.
+
+    The creates, patches and deletes go out at most `max_in_flight` at once (see `concurrency`); each
+    touches its own entry and two creates of one caller ID are never planned, and the deletes go
+    before the patches and those before the creates, so a caller ID is freed before it is taken.
+    """
     targets = await _targets(journal, operation_id, ids)
     steps = await _plan(client, targets, overwrite)
     actions = [s for s in steps if s.action is not None]
@@ -66,7 +73,7 @@ async def restore(
         return await _result(steps, {}, None, operation_id, "nothing_to_do", [])
     planned = [s.journal_item() async for s in yielding(actions)]
     restore_id = await begin(journal, OperationKind.RESTORE, planned, undoes=operation_id)
-    run = _RestoreRun(actions, planned)
+    run = _RestoreRun(actions, planned, AdaptiveLimiter(max_in_flight))
     try:
         await run.apply(client, progress)
     except BaseException:
@@ -77,12 +84,28 @@ async def restore(
     return await _result(steps, run.results(), restore_id, operation_id, outcome, warnings)
 
 
+async def removals(
+    client: XapiClient,
+    journal: Journal,
+    operation_id: str | None,
+    ids: Sequence[str] | None,
+    *,
+    overwrite: bool,
+) -> list[str]:
+    """The caller IDs this restore would remove from the blacklist (undoing an add or a re-creation):
+    the one kind of undo that unblocks callers, so the user confirms it first. Reads only."""
+    # Only an entry the operation created (no before-image) is removed by undoing it: others need no read.
+    created = [t for t in await _targets(journal, operation_id, ids) if t.before is None]
+    steps = await _plan(client, created, overwrite) if created else []
+    return [s.current.caller_id for s in steps if s.action == "delete" and s.current is not None]
+
+
 async def _targets(journal: Journal, operation_id: str | None, ids: Sequence[str] | None) -> list[ItemRecord]:
     if operation_id is not None:
         if await journal.operation(operation_id) is None:
             raise InvalidArgument(
-                f"No journaled operation with operation_id {operation_id!r} on this PBX; list_operations shows "
-                "them. Nothing was changed."
+                f"No journaled operation with operation_id {quoted(operation_id, 40)} on this PBX; "
+                "list_operations shows them. Nothing was changed."
             )
         items = await journal.items(operation_id)
         if ids is None:
@@ -163,60 +186,79 @@ def _step(
 
 
 class _RestoreRun:
-    """The actions of one restore, applied in order; knows which one was in flight if cut short."""
+    """The actions of one restore, sent concurrently through the limiter; knows which are in flight."""
 
-    def __init__(self, actions: Sequence[_Step], planned: Sequence[ItemRecord]) -> None:
+    def __init__(
+        self, actions: Sequence[_Step], planned: Sequence[ItemRecord], limiter: AdaptiveLimiter
+    ) -> None:
         self.actions = list(actions)
         self.planned = list(planned)
-        self.done: list[ItemRecord] = []
-        self.current_ids: list[str | None] = []
+        self.limiter = limiter
+        self.ended: dict[int, tuple[ItemRecord, str | None]] = {}  # by position: the item as it ended, its id
+        self.in_flight: set[int] = set()  # sent, no answer yet: stays set if we are cut short
+        self.fatal: PbxError | None = None
 
     async def apply(self, client: XapiClient, progress: ProgressFn) -> None:
-        fatal: PbxError | None = None
-        for number, (step, planned) in enumerate(zip(self.actions, self.planned, strict=True)):
-            if fatal is not None:
-                self._record(
-                    planned, "failed", None, f"not attempted after an earlier failure: {fatal.message}"
-                )
-                continue
-            try:
-                current_id = await _apply(client, step)
-            except PbxError as exc:
-                refused = isinstance(exc, (*REFUSED, NotFound))  # anything else may still have been applied
-                self._record(planned, "failed" if refused else "unknown", None, exc.user_message())
-                fatal = exc if isinstance(exc, FATAL) else None
-                continue
-            self._record(planned, step.status, current_id, None)
-            if (number + 1) % _PROGRESS_EVERY == 0 or number + 1 == len(self.actions):
-                await progress(
-                    number + 1, len(self.actions), f"restored {number + 1} of {len(self.actions)} entries"
-                )
+        async def one(position: int) -> None:
+            step = self.actions[position]
+            if self.fatal is not None:
+                reason = f"not attempted after an earlier failure: {self.fatal.message}"
+                self._record(position, "failed", None, reason)
+                return
 
-    def _record(self, planned: ItemRecord, status: str, current_id: str | None, reason: str | None) -> None:
+            async def send() -> str | None:
+                self.in_flight.add(position)  # inside the slot: from here on the PBX may have it
+                return await _apply(client, step)
+
+            try:
+                current_id = await self.limiter.call(send)
+            except PbxError as exc:
+                self.in_flight.discard(position)
+                refused = isinstance(exc, (*REFUSED, NotFound))  # anything else may still have been applied
+                self._record(position, "failed" if refused else "unknown", None, exc.user_message())
+                self.fatal = exc if isinstance(exc, FATAL) else self.fatal
+                return
+            self.in_flight.discard(position)
+            self._record(position, step.status, current_id, None)
+            done = len(self.ended)
+            if done % _PROGRESS_EVERY == 0 or done == len(self.actions):
+                await progress(done, len(self.actions), f"restored {done} of {len(self.actions)} entries")
+
+        # Deletes first, then patches, then creates: each may free a caller ID that a later one takes.
+        for action in ("delete", "patch", "create"):
+            positions = [p for p, step in enumerate(self.actions) if step.action == action]
+            await for_each(positions, one, workers=self.limiter.ceiling)
+
+    def _record(self, position: int, status: str, current_id: str | None, reason: str | None) -> None:
+        planned = self.planned[position]
         after = planned.after
         if after is not None and current_id is not None:
             after = EntryImage(current_id, after.caller_id, after.description)
-        self.done.append(ItemRecord(before=planned.before, after=after, status=status, reason=reason))
-        self.current_ids.append(current_id)
+        item = ItemRecord(before=planned.before, after=after, status=status, reason=reason)
+        self.ended[position] = (item, current_id)
+
+    @property
+    def done(self) -> list[ItemRecord]:
+        return [item for item, _ in self.ended.values()]
 
     def final_items(self) -> list[ItemRecord]:
-        """Every planned item: done ones as they ended, the one in flight unknown, the rest not attempted."""
-        rest = self.planned[len(self.done) :]
-        in_flight = [
-            replace(item, status="unknown", reason="interrupted while the PBX had the request")
-            for item in rest[:1]
-        ]
-        skipped = [
-            replace(item, status="failed", reason="not attempted: the restore was interrupted")
-            for item in rest[1:]
-        ]
-        return [*self.done, *in_flight, *skipped]
+        """Every planned item: ended ones as they ended, those in flight unknown, the rest not attempted."""
+        items = []
+        for position, planned in enumerate(self.planned):
+            if position in self.ended:
+                items.append(self.ended[position][0])
+            elif position in self.in_flight:
+                items.append(
+                    replace(planned, status="unknown", reason="interrupted while the PBX had the request")
+                )
+            else:
+                items.append(
+                    replace(planned, status="failed", reason="not attempted: the restore was interrupted")
+                )
+        return items
 
     def results(self) -> dict[int, tuple[ItemRecord, str | None]]:
-        return {
-            id(step): (item, cid)
-            for step, item, cid in zip(self.actions, self.done, self.current_ids, strict=False)
-        }
+        return {id(self.actions[position]): ended for position, ended in self.ended.items()}
 
 
 async def _apply(client: XapiClient, step: _Step) -> str | None:

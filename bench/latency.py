@@ -1,0 +1,137 @@
+"""Many writes at real PBX latency: bulk add, delete and restore of 1,000 and 10,000 entries through the MCP
+tools, with the sandbox answering every XAPI request after 30 ms (and after 0, for the loopback figures).
+Reports wall time, XAPI requests and the peak number of requests in flight, as the sandbox counts them.
+`python bench/latency.py`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import Client
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from threecx_mcp.cli import client_factory
+from threecx_mcp.journal import Journal
+from threecx_mcp.sandbox import Sandbox
+from threecx_mcp.server import build_server
+
+from bench.harness import machine, stack, with_plan
+
+LATENCIES = (0.03, 0.0)
+SIZES = (1_000, 10_000)
+DELETE_SIZE = 10_000
+# Issue 11's goals at 30 ms a request: add or restore of 1,000 in 6 s, of 10,000 in 45 s.
+GOAL_SECONDS = {1_000: 6.0, 10_000: 45.0}
+
+
+@dataclass(frozen=True)
+class Row:
+    latency: float
+    operation: str  # "add", "delete", "restore"
+    entries: int
+    seconds: float
+    requests: int
+    peak_in_flight: int
+    max_in_flight: int
+
+
+async def _timed(
+    sandbox: Sandbox, client: Client, tool: str, arguments: dict[str, Any]
+) -> tuple[dict[str, Any], float, int, int]:
+    """The tool's structured result, its wall time, the XAPI requests it made and the peak in flight."""
+    before = len(sandbox.requests)
+    sandbox.in_flight_peak = sandbox.in_flight
+    started = time.perf_counter()
+    result = await client.call_tool(tool, arguments)
+    seconds = time.perf_counter() - started
+    if result.is_error or result.structured_content is None:
+        raise RuntimeError(f"{tool} failed: {result.content}")
+    return result.structured_content, seconds, len(sandbox.requests) - before, sandbox.in_flight_peak
+
+
+async def measure(
+    sizes: tuple[int, ...] = SIZES, latencies: tuple[float, ...] = LATENCIES, delete_size: int = DELETE_SIZE
+) -> list[Row]:
+    """For each latency and size: add that many entries, delete them, restore the delete (each timed)."""
+    rows: list[Row] = []
+    with stack() as target, tempfile.TemporaryDirectory() as tmp:
+        sandbox = target.sandbox
+        factory = client_factory(target.settings)
+        limit = target.settings.max_in_flight
+        server = build_server(factory, Journal(Path(tmp) / "j.sqlite3", "bench"))
+        async with Client(server) as client:
+            await client.call_tool("get_blacklist_number", {"id": "1"})  # token and connections warm
+            for latency in latencies:
+                for size in sizes:
+                    sandbox.reset()
+                    sandbox.latency = 0.0
+                    entries = [
+                        {"caller_id": f"+35191{i:07d}", "description": f"bench {i}"} for i in range(size)
+                    ]
+                    planned = await with_plan(client, "add_blacklist_numbers", {"entries": entries})
+                    sandbox.latency = latency
+                    added, seconds, requests, peak = await _timed(
+                        sandbox, client, "add_blacklist_numbers", planned
+                    )
+                    assert added["added"] == size, added["summary"]
+                    rows.append(Row(latency, "add", size, seconds, requests, peak, limit))
+                    sandbox.latency = 0.0
+                    ids = [e["Id"] for e in sandbox.entries.values() if e["CallerId"].startswith("+35191")]
+                    deleting = await with_plan(client, "bulk_delete_blacklist_numbers", {"ids": ids})
+                    sandbox.latency = latency
+                    deleted, seconds, requests, peak = await _timed(
+                        sandbox, client, "bulk_delete_blacklist_numbers", deleting
+                    )
+                    assert deleted["deleted"] == size, deleted["summary"]
+                    if size == delete_size:
+                        rows.append(Row(latency, "delete", size, seconds, requests, peak, limit))
+                    undo = {"operation_id": deleted["operation_id"]}
+                    restored, seconds, requests, peak = await _timed(
+                        sandbox, client, "restore_blacklist_numbers", undo
+                    )
+                    assert restored["counts"] == {"recreated": size}, restored["summary"]
+                    rows.append(Row(latency, "restore", size, seconds, requests, peak, limit))
+            sandbox.reset()
+    return rows
+
+
+def report(rows: list[Row]) -> list[str]:
+    """Markdown: one line per measurement, with the goal's verdict where issue 11 sets one."""
+    lines = [
+        "| PBX latency | operation | entries | wall time | XAPI requests | peak in flight (max) | goal |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        goal = "—"
+        if row.latency == 0.03 and row.operation in ("add", "restore") and row.entries in GOAL_SECONDS:
+            limit = GOAL_SECONDS[row.entries]
+            goal = f"<= {limit:.0f} s: {'met' if row.seconds <= limit else 'NOT met'}"
+        bound = "met" if row.peak_in_flight <= row.max_in_flight else "NOT met"
+        lines.append(
+            f"| {row.latency * 1000:.0f} ms | {row.operation} | {row.entries:,} | {row.seconds:.2f} s | "
+            f"{row.requests:,} | {row.peak_in_flight} ({row.max_in_flight}): {bound} | {goal} |"
+        )
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--latencies", type=float, nargs="+", default=list(LATENCIES))
+    args = parser.parse_args()
+    rows = anyio.run(measure, tuple(args.sizes), tuple(args.latencies), max(args.sizes))
+    print(f"machine: {machine()}")
+    print("\n".join(report(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
