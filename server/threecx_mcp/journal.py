@@ -33,6 +33,7 @@ import secrets
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -242,6 +243,18 @@ class Journal:
         raise JournalError(f"Cannot {verb} the safety journal '{self.path}' ({reason}).")
 
     def _open(self) -> sqlite3.Connection:
+        """Open, retrying while another process is opening the same file at once: switching to WAL
+        and creating the schema can meet a lock SQLite reports at once, without its busy wait."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                return self._open_once()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+
+    def _open_once(self) -> sqlite3.Connection:
         from . import journal_legacy  # here, not at the top: journal_legacy builds on this module's records
 
         path = (
