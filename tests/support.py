@@ -95,3 +95,16 @@ async def call_confirmed(client, tool: str, arguments: dict):  # type: ignore[no
     if plan_id is None or arguments.get("dry_run"):
         return result
     return await client.call_tool(tool, {**arguments, "plan_id": plan_id})
+
+
+def answering(action: str, confirm: bool = True):  # type: ignore[no-untyped-def]
+    """An elicitation callback that answers every question the same way, and the questions it saw."""
+    from mcp_types import ElicitResult
+
+    asked: list[str] = []
+
+    async def callback(context, params) -> ElicitResult:  # type: ignore[no-untyped-def]
+        asked.append(params.message)
+        return ElicitResult(action=action, content={"confirm": confirm} if action == "accept" else None)
+
+    return callback, asked

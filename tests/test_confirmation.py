@@ -19,6 +19,8 @@ from threecx_mcp.journal import Journal
 from threecx_mcp.sandbox import Sandbox
 from threecx_mcp.server import BlacklistServer, build_server
 
+from .support import answering
+
 pytestmark = pytest.mark.anyio
 
 DELETE = "bulk_delete_blacklist_numbers"
@@ -222,11 +224,7 @@ async def test_an_update_to_a_broad_pattern_goes_through_the_same_plan(mcp: Clie
 async def test_a_client_that_can_ask_asks_before_a_broad_pattern(
     make_server: Callable[..., BlacklistServer], sandbox: Sandbox, mode: str, answer: str
 ) -> None:
-    asked: list[str] = []
-
-    async def respond(context: Any, params: Any) -> ElicitResult:
-        asked.append(params.message)
-        return ElicitResult(action=answer, content={"confirm": True} if answer == "accept" else None)
+    respond, asked = answering(answer)
 
     async with Client(make_server(), mode=mode, elicitation_callback=respond) as client:
         result = await client.call_tool(

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult, ElicitResult
+from mcp_types import CallToolResult
 from threecx_mcp.sandbox import SEED_ENTRIES, Fault, Sandbox
 from threecx_mcp.server import BlacklistServer
 
-from .support import call_confirmed
+from .support import answering, call_confirmed
 
 pytestmark = pytest.mark.anyio
 
@@ -326,16 +326,6 @@ async def test_pbx_failures_are_readable_tool_errors(mcp: Client, sandbox: Sandb
 
 
 # -- confirmation by elicitation ----------------------------------------------------------------
-
-
-def answering(action: str, confirm: bool = True):  # type: ignore[no-untyped-def]
-    asked: list[str] = []
-
-    async def callback(context, params) -> ElicitResult:  # type: ignore[no-untyped-def]
-        asked.append(params.message)
-        return ElicitResult(action=action, content={"confirm": confirm} if action == "accept" else None)
-
-    return callback, asked
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

@@ -233,18 +233,22 @@ class DeleteOutcome(BaseModel):
     reason: str | None = Field(default=None, description="Why the id failed or is unknown.")
 
 
-class BulkDeleteResult(BaseModel):
+class BulkWriteHead(BaseModel):
+    """What every confirmed bulk write answers first: what became of it, and how to undo or apply it."""
+
     operation_id: str | None = Field(
-        default=None,
-        description="Journal id of this delete; restore_blacklist_numbers can re-create the entries.",
+        default=None, description="Journal id of this write; restore_blacklist_numbers undoes it."
     )
     outcome: Literal["completed", "partial", "interrupted", "dry_run", "awaiting_confirmation", "declined"]
     summary: str
     plan_id: str | None = Field(
         default=None,
-        description="Set when nothing was deleted yet: show the summary to the user and, if they agree, "
-        "call again with the same ids and this plan_id (valid 10 minutes, once).",
+        description="Set when nothing was written yet: show the summary to the user and, if they agree, "
+        "call again with the same arguments and this plan_id (valid 10 minutes, once).",
     )
+
+
+class BulkDeleteResult(BulkWriteHead):
     requested: int = Field(description="Distinct ids asked for.")
     deleted: int
     not_found: int
@@ -462,17 +466,7 @@ class AddOutcome(BaseModel):
     )
 
 
-class BulkAddResult(BaseModel):
-    operation_id: str | None = Field(
-        default=None, description="Journal id of this add; restore_blacklist_numbers removes what it added."
-    )
-    outcome: Literal["completed", "partial", "interrupted", "dry_run", "awaiting_confirmation", "declined"]
-    summary: str
-    plan_id: str | None = Field(
-        default=None,
-        description="Set when nothing was added yet: show the summary to the user and, if they agree, call "
-        "again with the same entries and this plan_id (valid 10 minutes, once).",
-    )
+class BulkAddResult(BulkWriteHead):
     requested: int = Field(description="Entries given.")
     added: int
     already_present: int = Field(description="Caller IDs the blacklist already held (left alone).")

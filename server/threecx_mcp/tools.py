@@ -16,7 +16,7 @@ from mcp.server.mcpserver import (
 )
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import CallToolResult, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from .caller_ids import check_caller_id
 from .client import XapiClient
@@ -32,6 +32,7 @@ from .models import (
     BlacklistPageResult,
     BulkAddResult,
     BulkDeleteResult,
+    BulkWriteHead,
     CallerCheckResult,
     CallerIdInput,
     CheckedCallerId,
@@ -54,7 +55,7 @@ from .presentation import tool_result
 _DELETE = "bulk_delete_blacklist_numbers"  # the action a delete plan is bound to
 _ADD = "add_blacklist_numbers"  # the action a bulk add plan is bound to
 _MAX_PENDING_QUESTIONS = 100
-_R = TypeVar("_R", bound=BaseModel)
+_R = TypeVar("_R", bound=BulkWriteHead)
 
 PlanId = Annotated[
     str,
