@@ -48,6 +48,15 @@ def test_garbage_urls_are_rejected_with_a_clear_message(garbage: str, words: str
     with pytest.raises(ConfigError, match=words) as caught:
         PbxEndpoint.parse(garbage)
     assert "THREECX_URL" in str(caught.value)
+    if garbage.strip():
+        assert repr(garbage.strip()) not in str(caught.value)  # quoted as data, never as a Python repr
+
+
+def test_a_url_with_controls_is_shown_escaped_and_capped() -> None:
+    with pytest.raises(ConfigError) as caught:
+        PbxEndpoint.parse("ftp://pbx\u202e" + "x" * 500)
+    message = str(caught.value)
+    assert "\u202e" not in message and "\\u202e" in message and len(message) < 400
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .display import quoted
 from .errors import ConfigError
 
 ENV_PREFIX = "THREECX_"
@@ -59,12 +60,12 @@ class PbxEndpoint:
             port = parts.port
         except ValueError as exc:
             raise ConfigError(
-                f"{ENV_PREFIX}URL {raw.strip()!r} is not a valid URL ({exc}). {example}"
+                f"{ENV_PREFIX}URL {quoted(raw.strip(), 80)} is not a valid URL ({exc}). {example}"
             ) from None
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS:
             raise ConfigError(
-                f"{ENV_PREFIX}URL {raw.strip()!r} must use https (or http), not {scheme!r}. {example}"
+                f"{ENV_PREFIX}URL {quoted(raw.strip(), 80)} must use https (or http), not {quoted(scheme, 20)}. {example}"
             )
         if parts.username is not None or parts.password is not None:
             raise ConfigError(
@@ -73,7 +74,7 @@ class PbxEndpoint:
             )
         host = (parts.hostname or "").lower()
         if not host or any(c in host for c in " /\\"):
-            raise ConfigError(f"{ENV_PREFIX}URL {raw.strip()!r} has no host name. {example}")
+            raise ConfigError(f"{ENV_PREFIX}URL {quoted(raw.strip(), 80)} has no host name. {example}")
         try:
             if ipaddress.ip_address(host).version == 6:
                 host = f"[{host}]"
@@ -179,12 +180,12 @@ class Settings(BaseSettings):
                 secret = self.client_secret_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ConfigError(
-                    f"{ENV_PREFIX}CLIENT_SECRET_FILE {str(self.client_secret_file)!r} cannot be read: "
+                    f"{ENV_PREFIX}CLIENT_SECRET_FILE {quoted(str(self.client_secret_file), 120)} cannot be read: "
                     f"{exc.strerror or exc}."
                 ) from None
             if not secret:
                 raise ConfigError(
-                    f"{ENV_PREFIX}CLIENT_SECRET_FILE {str(self.client_secret_file)!r} is empty."
+                    f"{ENV_PREFIX}CLIENT_SECRET_FILE {quoted(str(self.client_secret_file), 120)} is empty."
                 )
             return self.client_id, SecretStr(secret)
         if self.client_secret is None or not self.client_secret.get_secret_value().strip():
@@ -203,10 +204,12 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}CA_BUNDLE is set but {ENV_PREFIX}VERIFY_TLS is false; keep only one."
             )
         if not self.ca_bundle.is_file():
-            raise ConfigError(f"{ENV_PREFIX}CA_BUNDLE {str(self.ca_bundle)!r} is not a readable file.")
+            raise ConfigError(
+                f"{ENV_PREFIX}CA_BUNDLE {quoted(str(self.ca_bundle), 120)} is not a readable file."
+            )
         try:
             return ssl.create_default_context(cafile=str(self.ca_bundle))
         except ssl.SSLError as exc:
             raise ConfigError(
-                f"{ENV_PREFIX}CA_BUNDLE {str(self.ca_bundle)!r} holds no usable PEM certificate ({exc})."
+                f"{ENV_PREFIX}CA_BUNDLE {quoted(str(self.ca_bundle), 120)} holds no usable PEM certificate ({exc})."
             ) from None
