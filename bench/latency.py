@@ -20,10 +20,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from threecx_mcp.cli import client_factory
 from threecx_mcp.journal import Journal
-from threecx_mcp.sandbox import Sandbox
 from threecx_mcp.server import build_server
 
-from bench.harness import machine, stack, with_plan
+from bench.harness import machine, with_plan
+from bench.undo import RemotePbx, remote_pbx
 
 LATENCIES = (0.03, 0.0)
 SIZES = (1_000, 10_000)
@@ -44,62 +44,62 @@ class Row:
 
 
 async def _timed(
-    sandbox: Sandbox, client: Client, tool: str, arguments: dict[str, Any]
+    pbx: RemotePbx, client: Client, tool: str, arguments: dict[str, Any]
 ) -> tuple[dict[str, Any], float, int, int]:
     """The tool's structured result, its wall time, the XAPI requests it made and the peak in flight."""
-    before = len(sandbox.requests)
-    sandbox.in_flight_peak = sandbox.in_flight
+    before = pbx.switch("requests")
+    pbx.switch("peak")  # starts the count
     started = time.perf_counter()
     result = await client.call_tool(tool, arguments)
     seconds = time.perf_counter() - started
     if result.is_error or result.structured_content is None:
         raise RuntimeError(f"{tool} failed: {result.content}")
-    return result.structured_content, seconds, len(sandbox.requests) - before, sandbox.in_flight_peak
+    return result.structured_content, seconds, pbx.switch("requests") - before, pbx.switch("peak")
 
 
 async def measure(
     sizes: tuple[int, ...] = SIZES, latencies: tuple[float, ...] = LATENCIES, delete_size: int = DELETE_SIZE
 ) -> list[Row]:
-    """For each latency and size: add that many entries, delete them, restore the delete (each timed)."""
+    """For each latency and size: add that many entries, delete them, restore the delete (each timed).
+
+    The sandbox runs in its own process, as a PBX is another machine: its CPU does not slow the server's.
+    """
     rows: list[Row] = []
-    with stack() as target, tempfile.TemporaryDirectory() as tmp:
-        sandbox = target.sandbox
-        factory = client_factory(target.settings)
-        limit = target.settings.max_in_flight
-        server = build_server(factory, Journal(Path(tmp) / "j.sqlite3", "bench"))
+    with remote_pbx(0) as pbx, tempfile.TemporaryDirectory() as tmp:
+        settings = pbx.settings.model_copy(update={"journal": Path(tmp) / "j.sqlite3"})
+        limit = settings.max_in_flight
+        server = build_server(client_factory(settings), Journal(Path(tmp) / "j.sqlite3", "bench"))
         async with Client(server) as client:
             await client.call_tool("get_blacklist_number", {"id": "1"})  # token and connections warm
             for latency in latencies:
                 for size in sizes:
-                    sandbox.reset()
-                    sandbox.latency = 0.0
+                    pbx.switch("reset")
                     entries = [
                         {"caller_id": f"+35191{i:07d}", "description": f"bench {i}"} for i in range(size)
                     ]
                     planned = await with_plan(client, "add_blacklist_numbers", {"entries": entries})
-                    sandbox.latency = latency
+                    pbx.switch("set", "latency", latency)
                     added, seconds, requests, peak = await _timed(
-                        sandbox, client, "add_blacklist_numbers", planned
+                        pbx, client, "add_blacklist_numbers", planned
                     )
                     assert added["added"] == size, added["summary"]
                     rows.append(Row(latency, "add", size, seconds, requests, peak, limit))
-                    sandbox.latency = 0.0
-                    ids = [e["Id"] for e in sandbox.entries.values() if e["CallerId"].startswith("+35191")]
+                    pbx.switch("set", "latency", 0.0)
+                    ids = pbx.switch("ids", "+35191")
                     deleting = await with_plan(client, "bulk_delete_blacklist_numbers", {"ids": ids})
-                    sandbox.latency = latency
+                    pbx.switch("set", "latency", latency)
                     deleted, seconds, requests, peak = await _timed(
-                        sandbox, client, "bulk_delete_blacklist_numbers", deleting
+                        pbx, client, "bulk_delete_blacklist_numbers", deleting
                     )
                     assert deleted["deleted"] == size, deleted["summary"]
                     if size == delete_size:
                         rows.append(Row(latency, "delete", size, seconds, requests, peak, limit))
                     undo = {"operation_id": deleted["operation_id"]}
                     restored, seconds, requests, peak = await _timed(
-                        sandbox, client, "restore_blacklist_numbers", undo
+                        pbx, client, "restore_blacklist_numbers", undo
                     )
                     assert restored["counts"] == {"recreated": size}, restored["summary"]
                     rows.append(Row(latency, "restore", size, seconds, requests, peak, limit))
-            sandbox.reset()
     return rows
 
 

@@ -137,9 +137,10 @@ def main() -> int:
         "",
         "## 7. Many writes at real PBX latency (`bench/latency.py`, through the MCP tools, one run)",
         "",
-        "The sandbox answers each XAPI request after 30 ms (and after 0 for the loopback figures). Each size is",
-        "added (`add_blacklist_numbers`), deleted and its delete restored (re-creating every entry); the",
-        "peak in flight is what the sandbox counted, against THREECX_MAX_IN_FLIGHT in parentheses.",
+        "The sandbox runs in its own process (a PBX is another machine) and answers each XAPI request after 30 ms",
+        "(and after 0 for the loopback figures). Each size is added (`add_blacklist_numbers`), deleted and its",
+        "delete restored (re-creating every entry); the peak in flight is what the sandbox counted, against",
+        "THREECX_MAX_IN_FLIGHT in parentheses.",
         "",
         *latency.report(anyio.run(latency.measure)),
     ]

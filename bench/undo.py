@@ -158,11 +158,36 @@ def _serve_sandbox(control: Connection, entries: int) -> None:
     ids = [sandbox.add(f"+1888{n:07d}", f"bench entry {n}")["Id"] for n in range(entries)]
     with LoopbackServer(sandbox.app) as server:
         control.send((server.url, ids))
-        while control.recv() == "stats":
-            # A plain tuple: a class pickled here may be named after this process's __mp_main__.
-            control.send(
-                (_xapi_requests(sandbox), sandbox.token_requests, len(sandbox.entries), time.process_time())
-            )
+        while (message := control.recv()) != "stop":
+            # Plain tuples: a class pickled here may be named after this process's __mp_main__.
+            if message == "stats":
+                stats = (
+                    _xapi_requests(sandbox),
+                    sandbox.token_requests,
+                    len(sandbox.entries),
+                    time.process_time(),
+                )
+                control.send(stats)
+            else:
+                control.send(_switch(sandbox, *message))
+
+
+def _switch(sandbox: Sandbox, command: str, *args: Any) -> Any:
+    """What a benchmark may do to the sandbox in the child: flip a switch, reset it, read its counters."""
+    if command == "set":
+        setattr(sandbox, args[0], args[1])
+        return None
+    if command == "reset":
+        sandbox.reset()
+        return None
+    if command == "requests":
+        return len(sandbox.requests)
+    if command == "peak":  # the peak in flight since the last call, which starts the next count
+        peak, sandbox.in_flight_peak = sandbox.in_flight_peak, sandbox.in_flight
+        return peak
+    if command == "ids":
+        return [e["Id"] for e in sandbox.entries.values() if e["CallerId"].startswith(args[0])]
+    raise ValueError(f"unknown sandbox command {command!r}")
 
 
 class RemotePbx:
@@ -187,6 +212,11 @@ class RemotePbx:
             client_secret=SecretStr(SANDBOX_CLIENT_SECRET),
             journal=Path(tempfile.gettempdir()) / "threecx-mcp-bench-unused.sqlite3",  # never opened
         )
+
+    def switch(self, command: str, *args: Any) -> Any:
+        """Run one of `_switch`'s commands on the sandbox in the child process."""
+        self._control.send((command, *args))
+        return self._control.recv()
 
     def stats(self) -> PbxStats:
         self._control.send("stats")
