@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
+import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from threecx_mcp.client import RetryPolicy
@@ -108,3 +112,29 @@ def answering(action: str, confirm: bool = True):  # type: ignore[no-untyped-def
         return ElicitResult(action=action, content={"confirm": confirm} if action == "accept" else None)
 
     return callback, asked
+
+
+def console_script() -> str:
+    found = shutil.which("threecx-mcp", path=str(Path(sys.executable).parent))
+    assert found, "the threecx-mcp console script is not installed beside this Python"
+    return found
+
+
+def run_console(
+    *words: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+    **popen: object,
+) -> subprocess.CompletedProcess[str]:
+    """The console script as a user runs it (no stdin unless given), its output decoded as UTF-8 with
+    line ends as written (an exported CSV's are CRLF)."""
+    done = subprocess.run(
+        [console_script(), *words],
+        env=dict(os.environ if env is None else env),
+        cwd=cwd,
+        capture_output=True,
+        timeout=timeout,
+        **({"stdin": subprocess.DEVNULL} | popen),  # type: ignore[arg-type]
+    )
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())

@@ -19,8 +19,8 @@ from mcp import Client, StdioServerParameters
 from threecx_mcp.cli import parse_args
 from threecx_mcp.sandbox import Sandbox
 
-from .support import AUTH_TOKEN, REPO, SUBPROCESS_JOURNAL
-from .test_transports import console_script, pbx_env
+from .support import AUTH_TOKEN, REPO, SUBPROCESS_JOURNAL, console_script
+from .test_transports import pbx_env
 
 pytestmark = pytest.mark.anyio
 CONFIGS = REPO / "client_configs"

@@ -32,8 +32,8 @@ from threecx_mcp.operations.export import (
 from threecx_mcp.sandbox import SEED_ENTRIES, Fault, LoopbackServer, Sandbox
 from threecx_mcp.server import BlacklistServer
 
-from .support import AUTH_TOKEN, call_confirmed
-from .test_transports import console_script, pbx_env
+from .support import AUTH_TOKEN, call_confirmed, run_console
+from .test_transports import pbx_env
 
 Entry = tuple[str, str | None]
 
@@ -57,17 +57,10 @@ HOSTILE: list[Entry] = [
 def run_cli(
     sandbox_url: str, *args: str, cwd: Path, env: dict[str, str] | None = None, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
-    """Run the console script; its output decoded as UTF-8 with line ends as written (CSV's are CRLF)."""
-    environment = {**os.environ, **pbx_env(sandbox_url), **(env or {})}
-    done = subprocess.run(
-        [console_script(), *args],
-        env=environment,
-        cwd=cwd,
-        capture_output=True,
-        timeout=300,
-        **({"stdin": subprocess.DEVNULL} | kwargs),
+    """The console script against the sandbox (see `run_console`)."""
+    return run_console(
+        *args, env={**os.environ, **pbx_env(sandbox_url), **(env or {})}, cwd=cwd, timeout=300, **kwargs
     )
-    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
 def read_csv(text: str) -> list[Entry]:

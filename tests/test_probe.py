@@ -20,6 +20,7 @@ from threecx_mcp.probe import MARKER_PREFIX, Finding, run_probe
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Fault, Sandbox
 from threecx_mcp.sandbox.pbx import RecordedRequest
 
+from .support import run_console
 from .test_transports import console_script
 
 pytestmark = pytest.mark.anyio
@@ -227,28 +228,16 @@ def probe_env(sandbox_url: str, tmp_path: Path) -> dict[str, str]:
     }
 
 
-def run_cli(*words: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [console_script(), *words],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_doctor_probe_from_the_command_line_and_the_journal_shows_it(
     sandbox: Sandbox, sandbox_url: str, tmp_path: Path
 ) -> None:
     env = probe_env(sandbox_url, tmp_path)
-    done = run_cli("doctor", "--probe", env=env, cwd=tmp_path)
+    done = run_console("doctor", "--probe", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     probed = done.stdout.split("Probing the PBX", 1)[1].splitlines()[1:]
     assert [line.split(":")[0] for line in probed[:-1]] == [f"PASS  {s}" for s in [*STEPS, "cleanup"]]
     assert not markers(sandbox)
-    listed = run_cli("journal", "list", env=env, cwd=tmp_path)
+    listed = run_console("journal", "list", env=env, cwd=tmp_path)
     assert (
         listed.returncode == 0
         and listed.stdout.count(" update ") == 2
@@ -256,7 +245,7 @@ def test_doctor_probe_from_the_command_line_and_the_journal_shows_it(
     )
 
     sandbox.inject(Fault(status=400, method="PATCH", times=1))
-    failed = run_cli("doctor", "--probe", env=env, cwd=tmp_path)
+    failed = run_console("doctor", "--probe", env=env, cwd=tmp_path)
     assert failed.returncode == 1 and "FAIL  patch:" in failed.stdout
     assert "the probe found 1 problem(s)" in failed.stderr and "Traceback" not in failed.stderr
     assert not markers(sandbox) and SANDBOX_CLIENT_SECRET not in failed.stdout + failed.stderr
@@ -294,12 +283,12 @@ def test_ctrl_c_during_the_probe_removes_the_marker_and_says_so(
 
 
 def test_probe_needs_the_doctor_command(tmp_path: Path) -> None:
-    done = run_cli("--probe", "--sandbox", env=dict(os.environ), cwd=tmp_path)
+    done = run_console("--probe", "--sandbox", env=dict(os.environ), cwd=tmp_path)
     assert done.returncode == 2 and "--probe goes with the doctor command" in done.stderr
 
 
 def test_doctor_probe_on_the_sandbox(tmp_path: Path) -> None:
     env = dict(os.environ) | {"THREECX_JOURNAL": str(tmp_path / "journal.sqlite3")}
-    done = run_cli("doctor", "--sandbox", "--probe", env=env, cwd=tmp_path)
+    done = run_console("doctor", "--sandbox", "--probe", env=env, cwd=tmp_path)
     assert done.returncode == 0 and "The probe found nothing this server cannot handle." in done.stdout
     assert not (tmp_path / "tokens").exists()  # a sandbox that lives for one command shares no token

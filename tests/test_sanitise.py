@@ -7,7 +7,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
 import sys
 import unicodedata
 from pathlib import Path
@@ -40,8 +39,7 @@ from threecx_mcp.sanitise import (
 )
 from threecx_mcp.server import build_server
 
-from .support import FAST_RETRY
-from .test_transports import console_script
+from .support import FAST_RETRY, run_console
 
 pytestmark = pytest.mark.anyio
 
@@ -308,15 +306,7 @@ def test_doctor_shows_no_key_or_token_from_a_pbx_quoting_requests(
     sandbox.inject(Fault(status=403, path="/xapi/v1/BlackListNumbers", times=10))  # after a good login
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREECX_")}
     env |= {"THREECX_URL": sandbox_url, "THREECX_CLIENT_ID": SANDBOX_CLIENT_ID, "THREECX_CLIENT_SECRET": key}
-    run = subprocess.run(
-        [console_script(), "doctor"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    run = run_console("doctor", env=env, cwd=tmp_path)
     output = run.stdout + run.stderr
     assert run.returncode == 1 and "FAIL" in output
     assert ("FAIL  token" if key == WRONG_KEY else "FAIL  blacklist") in output

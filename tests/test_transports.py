@@ -6,7 +6,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,16 +19,10 @@ from threecx_mcp.config import Settings
 from threecx_mcp.errors import ConfigError
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Sandbox
 
-from .support import AUTH_TOKEN, REPO, SUBPROCESS_JOURNAL, call_confirmed
+from .support import AUTH_TOKEN, REPO, SUBPROCESS_JOURNAL, call_confirmed, console_script, run_console
 
 pytestmark = pytest.mark.anyio
 SNAPSHOT = REPO / "tests" / "snapshots" / "tools_list.json"
-
-
-def console_script() -> str:
-    found = shutil.which("threecx-mcp", path=str(Path(sys.executable).parent))
-    assert found, "the threecx-mcp console script is not installed beside this Python"
-    return found
 
 
 def pbx_env(sandbox_url: str) -> dict[str, str]:
@@ -68,14 +61,7 @@ async def test_stdio_delivers_a_large_delete_and_the_journal_cli_reads_it(
     assert result.structured_content["deleted"] == 6_000 and not set(ids) & set(sandbox.entries)
 
     def journal(*words: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [console_script(), "journal", *words],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
+        return run_console("journal", *words, env={**os.environ, **env}, timeout=60)
 
     listed = journal("list")
     assert listed.returncode == 0 and operation_id in listed.stdout and "delete" in listed.stdout
@@ -104,15 +90,7 @@ async def test_stdio_sandbox_switch_through_env_needs_no_credentials() -> None:
 
 def test_stdio_with_missing_settings_exits_with_the_variable_named(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREECX_")}
-    done = subprocess.run(
-        [console_script()],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    done = run_console(env=env, cwd=tmp_path, timeout=60)
     assert done.returncode == 2
     assert "THREECX_URL is not set" in done.stderr and done.stdout == ""
 
@@ -185,13 +163,7 @@ def test_binding_beyond_loopback_requires_a_token() -> None:
 
 
 def test_doctor_passes_on_the_sandbox_and_fails_with_a_fix(tmp_path: Path, sandbox_url: str) -> None:
-    ok = subprocess.run(
-        [console_script(), "doctor", "--sandbox"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    ok = run_console("doctor", "--sandbox", timeout=60)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert [line.split()[1] for line in ok.stdout.splitlines()[:-1]] == [
         "settings:",
@@ -203,15 +175,7 @@ def test_doctor_passes_on_the_sandbox_and_fails_with_a_fix(tmp_path: Path, sandb
     ]
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("THREECX_")}, **pbx_env(sandbox_url)}
     env["THREECX_CLIENT_SECRET"] = "wrong-key"
-    bad = subprocess.run(
-        [console_script(), "doctor"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    bad = run_console("doctor", env=env, cwd=tmp_path, timeout=60)
     assert bad.returncode == 1
     assert (
         "FAIL  token" in bad.stdout
@@ -261,13 +225,14 @@ def test_a_busy_port_is_a_clear_error() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [console_script(), "--sandbox", "--transport", "http", "--port", str(port)],
+        done = run_console(
+            "--sandbox",
+            "--transport",
+            "http",
+            "--port",
+            str(port),
             env={**os.environ, "THREECX_JOURNAL": str(SUBPROCESS_JOURNAL)},
-            capture_output=True,
-            text=True,
             timeout=60,
-            stdin=subprocess.DEVNULL,
         )
     assert done.returncode == 2
     assert f"Cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
@@ -331,13 +296,16 @@ def test_a_short_auth_token_is_refused_with_how_to_make_one(host: str) -> None:
 
 
 def test_the_command_refuses_a_short_token_without_a_traceback() -> None:
-    done = subprocess.run(
-        [console_script(), "--sandbox", "--transport", "http", "--host", "0.0.0.0", "--port", "0"],
+    done = run_console(
+        "--sandbox",
+        "--transport",
+        "http",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
         env={**os.environ, "THREECX_JOURNAL": str(SUBPROCESS_JOURNAL), "THREECX_MCP_AUTH_TOKEN": "1"},
-        capture_output=True,
-        text=True,
         timeout=60,
-        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "THREECX_MCP_AUTH_TOKEN is 1 characters" in done.stderr and "token_urlsafe" in done.stderr
