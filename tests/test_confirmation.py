@@ -265,3 +265,44 @@ async def test_a_restore_that_removes_entries_asks_first_and_one_that_recreates_
     else:
         assert removed.is_error and "declined" in removed.content[0].text  # type: ignore[union-attr]
         assert len(sandbox.entries) == back
+
+
+def test_a_plan_used_by_another_process_between_reading_and_using_it_is_not_applied_twice(
+    tmp_path: Path,
+) -> None:
+    """Another process takes the plan while this one has read it but not yet used it: only one applies it."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "plans.sqlite3"
+    book = PlanBook(path)
+    plan_id = book.issue(DELETE, {"ids": ["1"]})
+    other = sqlite3.connect(str(path), isolation_level=None, timeout=10)
+    other.execute("BEGIN IMMEDIATE")  # the other process is mid-redemption: it holds the write lock
+    outcome: list[BaseException | None] = []
+
+    def redeem() -> None:
+        try:
+            book.redeem(plan_id, DELETE, {"ids": ["1"]})
+            outcome.append(None)
+        except InvalidArgument as exc:
+            outcome.append(exc)
+
+    racer = threading.Thread(target=redeem)
+    racer.start()
+    time.sleep(0.3)  # lets this one read the plan, if it reads before it locks
+    other.execute("DELETE FROM plans WHERE plan_id = ?", (plan_id,))  # the other one used it
+    other.execute("COMMIT")
+    racer.join(15)
+    assert len(outcome) == 1 and isinstance(outcome[0], InvalidArgument), "the plan was applied twice"
+
+
+async def test_an_entry_changed_after_the_plan_is_skipped_not_deleted(mcp: Client, sandbox: Sandbox) -> None:
+    """The user agreed to unblock what the plan showed; an entry since changed to block someone else stays."""
+    plan = await structured(mcp, ids=["1", "2"])
+    sandbox.entries["2"]["CallerId"] = "+15550009999"  # someone else edits entry 2 meanwhile
+    applied = await structured(mcp, ids=["1", "2"], plan_id=plan["plan_id"])
+    assert (applied["deleted"], applied["skipped"]) == (1, 1)
+    assert "1" not in sandbox.entries and sandbox.entries["2"]["CallerId"] == "+15550009999"
+    (skipped,) = [r for r in applied["results"] if r["status"] == "skipped"]
+    assert skipped["id"] == "2" and "caller ID changed since the user confirmed" in skipped["reason"]

@@ -13,13 +13,17 @@ pytestmark = pytest.mark.anyio
 SPEC = SHARED_XAPI / "blacklist-openapi.yaml"
 
 
-@pytest.fixture(scope="module")
-def openapi():  # type: ignore[no-untyped-def]
-    if not SPEC.is_file():
-        pytest.skip(f"CONTRACT NOT CHECKED: {SPEC} is missing (it lives in ../shared beside the repo)")
+def _contract(path):  # type: ignore[no-untyped-def]
+    if not path.is_file():
+        pytest.skip(f"CONTRACT NOT CHECKED: {path} is missing (it lives in ../shared beside the repo)")
     from openapi_core import OpenAPI
 
-    return OpenAPI.from_file_path(str(SPEC))
+    return OpenAPI.from_file_path(str(path))
+
+
+@pytest.fixture(scope="module")
+def openapi():  # type: ignore[no-untyped-def]
+    return _contract(SPEC)
 
 
 # Server variants the client must also speak the contract with: a capped server's answers carry
@@ -115,11 +119,7 @@ FULL_SPEC = SHARED_XAPI / "xapi-swagger-20.0.10.yaml"
 
 @pytest.fixture(scope="module")
 def full_openapi():  # type: ignore[no-untyped-def]
-    if not FULL_SPEC.is_file():
-        pytest.skip(f"CONTRACT NOT CHECKED: {FULL_SPEC} is missing (it lives in ../shared beside the repo)")
-    from openapi_core import OpenAPI
-
-    return OpenAPI.from_file_path(str(FULL_SPEC))
+    return _contract(FULL_SPEC)
 
 
 def _validate_exchanges(openapi, sandbox: Sandbox, prefix: str) -> int:  # type: ignore[no-untyped-def]

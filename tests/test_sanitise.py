@@ -339,3 +339,15 @@ async def test_a_stored_caller_id_cannot_rewrite_the_question_or_the_result(
         assert "dry run only" not in outside_quotes and "Accept" not in outside_quotes
     assert "\n" not in asked[0]
     assert not any(line.startswith("yes") for line in text.split("\n"))
+
+
+def test_every_tool_error_passes_the_sanitiser_last_whatever_built_it() -> None:
+    """The net under every path: a message some future code words from raw text still reaches the client
+    redacted and escaped."""
+    from threecx_mcp.sanitise import remember_secret
+    from threecx_mcp.server import error_result
+
+    remember_secret("a-key-nobody-may-see-0123")
+    shown = error_result("failed: a-key-nobody-may-see-0123 \u202eevil\u2028next").content[0].text  # type: ignore[union-attr]
+    assert "a-key-nobody-may-see-0123" not in shown and "[redacted]" in shown
+    assert "\u202e" not in shown and "\u2028" not in shown and "\\u202e" in shown
