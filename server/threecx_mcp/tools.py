@@ -632,15 +632,15 @@ async def list_operations(
 
 async def operation_resource(operation_id: str, ctx: Context, start: str = "0") -> str:
     """Every entry of one journaled operation (JSON, up to ~400 KB a page; `next_page` names the next)."""
-    # `start` is taken as text and parsed by history: typed as int, a bad value fails inside the SDK with
-    # no reason given and the whole URI echoed.
+    # `start` is text, parsed by `entry_position`: typed as int, a bad value fails inside the SDK with no
+    # reason given and the whole URI echoed (so for the CSV resource below too).
     try:
         return await history.operation_detail(_journal(ctx), operation_id, start)
     except ThreeCXMcpError as exc:  # the reader gets our sentence, not the SDK's generic one
         raise ResourceError(exc.user_message()) from None
 
 
-async def blacklist_csv_resource(ctx: Context, start: int | None = None) -> str:
+async def blacklist_csv_resource(ctx: Context, start: str | None = None) -> str:
     """The whole blacklist as CSV (caller_id,description), sorted by caller ID, as `threecx-mcp export` writes it.
 
     A cell a spreadsheet would run as a formula starts with one ' (so does a cell starting with ');

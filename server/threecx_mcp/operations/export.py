@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from ..client import BlacklistRecord, XapiClient
 from ..errors import InvalidArgument
+from .reporting import entry_position
 
 CSV_COLUMNS = ("caller_id", "description")
 BLACKLIST_CSV_URI = "threecx://blacklist.csv"
@@ -77,11 +78,10 @@ def to_json(records: Sequence[BlacklistRecord]) -> str:
     return json.dumps(entries, ensure_ascii=True, indent=1) + "\n"
 
 
-async def csv_resource(client: XapiClient, start: int | None) -> str:
+async def csv_resource(client: XapiClient, start_text: str | None) -> str:
     """The blacklist as CSV for `threecx://blacklist.csv`, whole, or from entry `start` on as much as one
     read carries; a blacklist too large for one read is refused with the parts to read instead."""
-    if start is not None and start < 0:
-        raise InvalidArgument("start is the position of an entry in caller-ID order, 0 or more.")
+    start = None if start_text is None else entry_position(start_text)
     rows = csv_rows(await read_blacklist(client))
     header, lines = rows[0], rows[1:]
     sizes = [_travelling_size(line) for line in lines]

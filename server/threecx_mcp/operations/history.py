@@ -10,12 +10,11 @@ from ..errors import InvalidArgument
 from ..journal import Journal, OperationRecord
 from ..models import OperationsPage, OperationSummary
 from .outcomes import UNCHANGED
-from .reporting import operation_uri
+from .reporting import entry_position, operation_uri
 
 ITEMS_PER_READ = 500
 # Operation ids are 12 hex digits (journal.begin); a longer one is refused before any lookup.
 _MAX_OPERATION_ID_LENGTH = 64
-_MAX_START_DIGITS = 9  # entry positions below a billion: far beyond any journal, well inside an int
 # JSON characters of entries per resource page: well under the 1 MiB an SDK client accepts in one event.
 _PAGE_JSON_CHARACTERS = 400_000
 
@@ -48,12 +47,12 @@ async def operation_detail(journal: Journal, operation_id: str, start: str) -> s
     """One operation and its entries from `start` on, as JSON sized to pass any MCP transport.
 
     Both arguments come straight from a resource URI anyone can write, so they arrive as text and are
-    checked here: `start` is parsed by `_position` (a readable refusal, not the SDK's "Error creating
+    checked here: `start` is parsed by `entry_position` (a readable refusal, not the SDK's "Error creating
     resource from template" echoing the whole URI), and an operation_id is quoted and capped when it is
     not found. A page ends where its JSON would pass `_PAGE_JSON_CHARACTERS` (entries from a PBX can be
     long, and non-ASCII text travels escaped), so `next_page` names the entry the next page starts at.
     """
-    first = _position(start)
+    first = entry_position(start)
     record = None if len(operation_id) > _MAX_OPERATION_ID_LENGTH else await journal.operation(operation_id)
     if record is None:
         raise InvalidArgument(
@@ -78,15 +77,3 @@ async def operation_detail(journal: Journal, operation_id: str, start: str) -> s
     document["items"] = shown
     document["next_page"] = f"{operation_uri(operation_id)}?start={position}" if more else None
     return json.dumps(document, ensure_ascii=True, indent=1)
-
-
-def _position(start: str) -> int:
-    """`start` as an entry position: ASCII digits only (no sign, exponent or spaces), and a bounded count
-    of them, so a 5,000-digit value is refused before it is turned into a number or repeated."""
-    if not (start.isascii() and start.isdigit()) or len(start) > _MAX_START_DIGITS:
-        raise InvalidArgument(
-            f"start is the position of an entry, a whole number from 0 to {10**_MAX_START_DIGITS - 1}, not "
-            f"{quoted(start, 20)}: take it from the next_page link of the previous page, or omit it to start "
-            "at the first entry."
-        )
-    return int(start)

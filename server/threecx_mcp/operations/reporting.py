@@ -16,6 +16,8 @@ from typing import TypeVar
 
 import anyio.lowlevel
 
+from ..display import quoted
+from ..errors import InvalidArgument
 from ..models import MAX_LISTED_RESULTS
 
 # JSON characters of listed results at most, counted as they travel (non-ASCII escaped): ids, caller IDs,
@@ -78,3 +80,20 @@ def bounded_rows(rows: Sequence[Row], important: Collection[str]) -> tuple[list[
             chosen.add(position)
     listed = [row for position, row in enumerate(rows) if position in chosen]
     return listed, len(rows) - len(listed)
+
+
+_MAX_START_DIGITS = (
+    9  # entry positions below a billion: far beyond any journal or blacklist, well inside an int
+)
+
+
+def entry_position(start: str) -> int:
+    """A resource's `?start=` as an entry position: ASCII digits only (no sign, exponent or spaces), and a
+    bounded count of them, so a 5,000-digit value is refused before it is turned into a number or repeated.
+    Resources take it as text because the SDK fails an int it cannot convert with no reason given."""
+    if not (start.isascii() and start.isdigit()) or len(start) > _MAX_START_DIGITS:
+        raise InvalidArgument(
+            f"start is the position of an entry, a whole number from 0 to {10**_MAX_START_DIGITS - 1}, not "
+            f"{quoted(start, 20)}: take it from the link that named it, or omit it to start at the first entry."
+        )
+    return int(start)
