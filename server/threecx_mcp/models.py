@@ -156,6 +156,13 @@ SearchInput = Annotated[
         max_length=MAX_SEARCH_LENGTH,
     ),
 ]
+PlanId = Annotated[
+    str,
+    Field(
+        description="plan_id from the plan the user agreed to (only for clients that cannot ask the user).",
+        max_length=64,
+    ),
+]
 IdList = Annotated[
     Annotated[list[_IdText | int], Field(max_length=MAX_BULK_IDS)]
     | Annotated[str, Field(max_length=MAX_IDS_JSON_LENGTH)],

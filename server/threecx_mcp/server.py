@@ -14,6 +14,7 @@ from mcp_types import CallToolResult, InputRequiredResult, TextContent
 from pydantic import ValidationError
 
 from . import __version__
+from .app_state import AppState
 from .client import XapiClient
 from .confirmation import PlanBook
 from .display import escape, quoted
@@ -21,7 +22,7 @@ from .errors import ThreeCXMcpError
 from .journal import Journal
 from .models import MAX_ARGUMENT_DEPTH, nesting_depth
 from .sanitise import clean
-from .tools import AppState, register
+from .tools import register
 
 log = logging.getLogger(__name__)
 

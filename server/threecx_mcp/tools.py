@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Generic, TypeVar, cast
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import (
     Context,
@@ -18,11 +18,13 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
+from .app_state import AppState, state_of
+from .asking import BulkWrite, ask_before_bulk_write, confirm_one_write, confirmed_bulk_write
 from .caller_ids import check_caller_id
 from .client import XapiClient
-from .confirmation import Confirmation, PlanBook, Unasked, accepted, caller_id_list, can_ask
+from .confirmation import Confirmation, Unasked, caller_id_list, can_ask
 from .display import quoted
-from .errors import ConfirmationNeeded, ThreeCXMcpError
+from .errors import ThreeCXMcpError
 from .journal import Journal
 from .models import (
     MAX_RECENT_CALLERS,
@@ -32,7 +34,6 @@ from .models import (
     BlacklistPageResult,
     BulkAddResult,
     BulkDeleteResult,
-    BulkWriteHead,
     CallerCheckResult,
     CallerIdInput,
     CheckedCallerId,
@@ -41,52 +42,28 @@ from .models import (
     EntryList,
     IdList,
     OperationsPage,
+    PlanId,
     RecentCallersResult,
     RestoreResult,
     SearchInput,
     UpdateResult,
 )
 from .operations import bulk_add, bulk_delete, callers, entries, export, history, restore
-from .operations.bulk_delete import ProgressFn, no_progress
+from .operations.bulk_delete import ProgressFn
 from .operations.entry_lists import parse_entries
 from .operations.reporting import OPERATION_URI_PREFIX
 from .presentation import tool_result
 
 _DELETE = "bulk_delete_blacklist_numbers"  # the action a delete plan is bound to
 _ADD = "add_blacklist_numbers"  # the action a bulk add plan is bound to
-_MAX_PENDING_QUESTIONS = 100
-_R = TypeVar("_R", bound=BulkWriteHead)
-
-PlanId = Annotated[
-    str,
-    Field(
-        description="plan_id from the plan the user agreed to (only for clients that cannot ask the user).",
-        max_length=64,
-    ),
-]
-
-
-@dataclass
-class AppState:
-    """What the tools share for the server's lifetime."""
-
-    client: XapiClient
-    journal: Journal
-    plans: PlanBook
-    # What each pending question showed the user, by request id: a delete then touches only that.
-    shown: dict[object, object] = field(default_factory=dict)
-
-
-def _state(ctx: Context) -> AppState:
-    return cast(AppState, ctx.request_context.lifespan_context)
 
 
 def _client(ctx: Context) -> XapiClient:
-    return _state(ctx).client
+    return state_of(ctx).client
 
 
 def _journal(ctx: Context) -> Journal:
-    return _state(ctx).journal
+    return state_of(ctx).journal
 
 
 @dataclass(frozen=True)
@@ -175,30 +152,6 @@ async def _ask_before_broad_pattern(
     )
 
 
-def _confirm_one_write(
-    ctx: Context,
-    asked: ElicitationResult[Confirmation],
-    action: str,
-    request: object,
-    plan_id: str | None,
-    why: str,
-) -> None:
-    """Go on only when the user agreed: by elicitation, or by the plan they were shown (else raise,
-    handing out that plan: `why` says what the user must agree to and what to show them)."""
-    unasked = getattr(asked, "data", None)
-    if unasked is Unasked.CANNOT_ASK:
-        plans = _state(ctx).plans
-        if plan_id is not None:
-            plans.redeem(plan_id, action, request)
-            return
-        raise ConfirmationNeeded(
-            f"Nothing was changed yet: {why} Only if they agree, call {action} again with the same "
-            f"arguments and plan_id={plans.issue(action, request)} (valid {plans.lifetime_minutes} minutes, once)."
-        )
-    if not isinstance(unasked, Unasked) and not accepted(asked):
-        raise ConfirmationNeeded("The user declined; nothing was changed.")
-
-
 _BROAD_WHY = (
     "this pattern blocks (nearly) every caller and the user must agree. Show the user the caller ID and why."
 )
@@ -221,7 +174,7 @@ async def add_blacklist_number(
     plan_id, show the user the caller ID and the reason, and only if they agree call again with it.
     """
     request = [_journal(ctx).pbx, str(caller_id), description]
-    _confirm_one_write(ctx, asked, "add_blacklist_number", request, plan_id, _BROAD_WHY)
+    confirm_one_write(ctx, asked, "add_blacklist_number", request, plan_id, _BROAD_WHY)
     return tool_result(
         await entries.add_entry(
             _client(ctx), str(caller_id), description, allow_broad_pattern=allow_broad_pattern
@@ -252,7 +205,7 @@ async def _ask_before_adding(
             text += f" {len(broad)} of them block (nearly) every caller: {caller_id_list(broad, len(broad))}."
         return text, None  # an add is bound by its entries: nothing else to remember
 
-    return await _ask_before_bulk_write(dry_run, ctx, question)
+    return await ask_before_bulk_write(dry_run, ctx, question)
 
 
 @_tool("Add blacklist entries", read_only=False, idempotent=True)
@@ -291,7 +244,7 @@ async def add_blacklist_numbers(
         )
         return added, None
 
-    write = _BulkWrite(
+    write = BulkWrite(
         action=_ADD,
         # Plans may be shared by servers of other PBXs; a plan covers the normalised set, not its spelling.
         request={"pbx": journal.pbx, "entries": bulk_add.plan_request(parsed, allow_broad_pattern)},
@@ -305,7 +258,7 @@ async def add_blacklist_numbers(
         ),
         declined=lambda: bulk_add.declined(parsed),
     )
-    result = await _confirmed_bulk_write(ctx, asked, write, dry_run=dry_run, plan_id=plan_id)
+    result = await confirmed_bulk_write(ctx, asked, write, dry_run=dry_run, plan_id=plan_id)
     return tool_result(result)
 
 
@@ -329,7 +282,7 @@ async def update_blacklist_number(
     A caller ID blocking (nearly) everyone needs allow_broad_pattern=true, as for add.
     """
     request = [_journal(ctx).pbx, str(id), caller_id, description]
-    _confirm_one_write(ctx, asked, "update_blacklist_number", request, plan_id, _BROAD_WHY)
+    confirm_one_write(ctx, asked, "update_blacklist_number", request, plan_id, _BROAD_WHY)
     return tool_result(
         await entries.update_entry(
             _client(ctx),
@@ -339,92 +292,6 @@ async def update_blacklist_number(
             description,
             allow_broad_pattern=allow_broad_pattern,
         )
-    )
-
-
-async def _ask_before_bulk_write(
-    dry_run: bool, ctx: Context, question: Callable[[], Awaitable[tuple[str | None, object]]]
-) -> Elicit[Confirmation] | Unasked:
-    """Ask the user when the client can ask; otherwise the plan_id route applies (see `confirmation`).
-
-    `question` reads what the write would change and words it (None: nothing would change, so
-    nothing to ask), with what it shows. What it shows is kept for this request, so the write does only that (see
-    `_BulkWrite.run`). It may run again on each round of a 2026-07-28 call, so it only reads: the
-    plan is used up in the tool, and the last round's question is the one answered.
-    """
-    if dry_run:
-        return Unasked.NOT_NEEDED
-    if not can_ask(ctx.client_capabilities):
-        return Unasked.CANNOT_ASK
-    text, shows = await question()
-    shown = _state(ctx).shown
-    while len(shown) >= _MAX_PENDING_QUESTIONS:  # questions whose call never came back
-        shown.pop(next(iter(shown)))
-    shown[ctx.request_id] = shows
-    return Unasked.NOT_NEEDED if text is None else Elicit(text, Confirmation)
-
-
-@dataclass(frozen=True)
-class _BulkWrite(Generic[_R]):
-    """A write of many entries that the user confirms, as `_confirmed_bulk_write` needs to know it."""
-
-    action: str  # the tool, which its plans are bound to
-    request: object  # exactly what a plan covers
-    argument: str  # what the applying call must repeat unchanged
-    verb: str  # "delete", "add"
-    done: str  # "deleted", "added"
-    # (dry_run, progress, what the user saw or None) -> (result, what a dry run shows)
-    run: Callable[[bool, ProgressFn, Any], Awaitable[tuple[_R, Any]]]
-    pending: Callable[[_R], int]  # how many entries a result says would change
-    leftover: Callable[[_R], str]  # what a plan leaves alone, in words
-    declined: Callable[[], _R]
-
-
-async def _confirmed_bulk_write(
-    ctx: Context,
-    asked: ElicitationResult[Confirmation],
-    write: _BulkWrite[_R],
-    *,
-    dry_run: bool,
-    plan_id: str | None,
-) -> _R:
-    """Run the write only as the user agreed: by elicitation, or by applying the plan they were shown."""
-    state = _state(ctx)
-    plans, seen = state.plans, state.shown.pop(ctx.request_id, None)
-    unasked = getattr(asked, "data", None)
-    if unasked is Unasked.CANNOT_ASK:  # never for a dry run: that needs no confirmation
-        if plan_id is not None:
-            seen = plans.redeem(plan_id, write.action, write.request)
-        else:
-            preview, seen = await write.run(True, no_progress, None)
-            if write.pending(preview):
-                return _as_plan(write, preview, seen, plans, asked_dry_run=False)
-            # Nothing would change: nothing to confirm, and the write below (bound to what the
-            # preview saw) reports why.
-    elif not isinstance(unasked, Unasked) and not accepted(asked):
-        return write.declined()
-    result, shows = await write.run(dry_run, ctx.report_progress, seen)
-    if dry_run and write.pending(result) and not can_ask(ctx.client_capabilities):
-        result = _as_plan(write, result, shows, plans, asked_dry_run=True)
-    return result
-
-
-def _as_plan(
-    write: _BulkWrite[_R], preview: _R, shows: object, plans: PlanBook, *, asked_dry_run: bool
-) -> _R:
-    """The dry run's result carrying a plan: the only way a client that cannot ask the user gets to write."""
-    count, plan_id = write.pending(preview), plans.issue(write.action, write.request, shows)
-    return preview.model_copy(
-        update={
-            "outcome": "dry_run" if asked_dry_run else "awaiting_confirmation",
-            "plan_id": plan_id,
-            "summary": (
-                f"Nothing was {write.done}. Plan: {write.verb} {count} entr{'y' if count == 1 else 'ies'} "
-                f"({write.leftover(preview)}). Show the user this plan and the caller IDs below; only if they "
-                f"agree, call {write.action} again with the same {write.argument}, without dry_run, and "
-                f"plan_id={plan_id} (valid {plans.lifetime_minutes} minutes, once)."
-            ),
-        }
     )
 
 
@@ -444,7 +311,7 @@ async def _ask_before_deleting(ids: list[str], dry_run: bool, ctx: Context) -> E
         )
         return text, {i: record.caller_id for i, record in existing.items()}
 
-    return await _ask_before_bulk_write(dry_run, ctx, question)
+    return await ask_before_bulk_write(dry_run, ctx, question)
 
 
 @_tool("Delete blacklist entries", read_only=False, destructive=True, idempotent=True)
@@ -477,7 +344,7 @@ async def bulk_delete_blacklist_numbers(
             client, journal, id_list, dry_run=False, progress=progress, shown=seen
         ), None
 
-    write = _BulkWrite(
+    write = BulkWrite(
         action=_DELETE,
         request={"pbx": journal.pbx, "ids": sorted(id_list)},  # plans may be shared by servers of other PBXs
         argument="ids",
@@ -488,7 +355,7 @@ async def bulk_delete_blacklist_numbers(
         leftover=lambda r: f"{r.not_found} of the ids were not found",
         declined=lambda: bulk_delete.declined(id_list),
     )
-    result = await _confirmed_bulk_write(ctx, asked, write, dry_run=dry_run, plan_id=plan_id)
+    result = await confirmed_bulk_write(ctx, asked, write, dry_run=dry_run, plan_id=plan_id)
     return tool_result(result)
 
 
@@ -551,7 +418,7 @@ async def restore_blacklist_numbers(
     """
     id_list = None if ids is None else [str(i) for i in ids]
     request = [_journal(ctx).pbx, operation_id, sorted(id_list or []), overwrite]
-    _confirm_one_write(
+    confirm_one_write(
         ctx,
         asked,
         "restore_blacklist_numbers",
