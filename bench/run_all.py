@@ -12,7 +12,7 @@ import anyio
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import bulk_delete, cold_start, latency, overhead, peer, undo
+from bench import bulk_delete, callers, cold_start, latency, overhead, peer, undo
 from bench.harness import machine, stack
 from bench.load import run_load
 
@@ -143,6 +143,14 @@ def main() -> int:
         "THREECX_MAX_IN_FLIGHT in parentheses.",
         "",
         *latency.report(anyio.run(latency.measure)),
+        "",
+        "## 8. Who keeps calling (`bench/callers.py`, `list_recent_callers` through the MCP tool)",
+        "",
+        f"{callers.CALLS:,} inbound calls in the last 24 hours from {callers.CALLERS:,} numbers (a long tail: a few",
+        f"call very often), against a blacklist of {callers.ENTRIES:,} entries of which {callers.PATTERNS} are patterns.",
+        "The sandbox runs in its own process. `limit` is how many callers the answer lists (blocked in parentheses).",
+        "",
+        *callers.report(anyio.run(callers.measure)),
     ]
     OUT.write_text("\n".join(lines) + "\n")
     print(OUT.read_text())

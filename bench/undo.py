@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,16 @@ def _switch(sandbox: Sandbox, command: str, *args: Any) -> Any:
         return peak
     if command == "ids":
         return [e["Id"] for e in sandbox.entries.values() if e["CallerId"].startswith(args[0])]
+    if command == "add":  # blacklist entries: (caller ID, description) pairs
+        return [sandbox.add(caller_id, description)["Id"] for caller_id, description in args[0]]
+    if command == "calls":  # the call log, replaced: (caller ID, display name, minutes ago, answered) tuples
+        now = datetime.now(UTC)
+        sandbox.call_log.reset(seed=False)
+        for caller_id, name, minutes, answered in args[0]:
+            sandbox.call_log.add_call(
+                caller_id, name=name, at=now - timedelta(minutes=minutes), answered=answered
+            )
+        return len(sandbox.call_log.rows)
     raise ValueError(f"unknown sandbox command {command!r}")
 
 

@@ -8,7 +8,7 @@ import sys
 import anyio
 import pytest
 
-from bench import bulk_delete, cold_start, latency, overhead, peer, undo
+from bench import bulk_delete, callers, cold_start, latency, overhead, peer, undo
 from bench.harness import stack
 from bench.load import run_load
 
@@ -87,6 +87,13 @@ def test_latency_bench_does_the_work_within_the_bound() -> None:
     assert [(r.operation, r.entries) for r in rows] == [("add", 30), ("delete", 30), ("restore", 30)]
     assert all(r.peak_in_flight <= r.max_in_flight for r in rows)
     assert max(r.peak_in_flight for r in rows if r.operation != "delete") > 1  # the writes overlap
+    assert all(0 < r.text_bytes <= 16 * 1024 for r in rows)
+
+
+def test_callers_bench_reads_the_whole_call_log() -> None:
+    (row,) = anyio.run(callers.measure, 300, (0.0,), (50,))
+    # Every call read (measure checks it); the busiest callers are the patterns' numbers, so blocked.
+    assert (row.records, row.listed) == (300, 50) and 0 < row.blocked < row.listed <= row.callers
 
 
 @pytest.mark.parametrize(
@@ -98,6 +105,7 @@ def test_latency_bench_does_the_work_within_the_bound() -> None:
         ["cold_start.py", "--runs", "1"],
         ["peer.py", "--ids", "5", "--repeats", "1"],
         ["latency.py", "--sizes", "20", "--latencies", "0"],
+        ["callers.py", "--calls", "50", "--latencies", "0"],
         ["undo.py", "--blacklist", "40", "--delete-sizes", "16", "--restore-ids", "20", "--operations", "2"]
         + ["--result-ids", "110"],
     ],

@@ -161,6 +161,19 @@ async def test_malformed_lists_are_refused_naming_the_row(
     assert sandbox.count("POST", CREATE) == 0
 
 
+async def test_a_json_export_adds_back_with_new_ids(mcp: Client, sandbox: Sandbox) -> None:
+    """The JSON `export` writes (and the tool's own rows) carry each entry's id: it is ignored, as the
+    PBX names an added entry itself, so an export of one PBX adds to another as it is."""
+    exported = [
+        {"id": "9001", "caller_id": "+12025550177", "description": "from the old PBX"},
+        {"id": "1", "caller_id": "+15550100199", "description": "seeded here already"},
+    ]
+    result = await add(mcp, entries=json.dumps(exported))
+    assert (result["added"], result["already_present"]) == (1, 1)
+    added = stored(sandbox)["+12025550177"]
+    assert added["Description"] == "from the old PBX" and added["Id"] != "9001"
+
+
 async def test_a_json_string_and_bounds(mcp: Client, sandbox: Sandbox) -> None:
     result = await add(mcp, entries=json.dumps([{"caller_id": "+12025550101", "description": "from n8n"}]))
     assert result["added"] == 1 and stored(sandbox)["+12025550101"]["Description"] == "from n8n"

@@ -126,6 +126,10 @@ class ClientCredentialsAuth(httpx2.Auth):
         A call that waited while another minted gets that mint's outcome: its token (even when
         the refused `stale` token was its own) or its error.
         """
+        if self._token is not None and self._token != stale and time.monotonic() < self._expires_at:
+            return (
+                self._token
+            )  # the common case, without the lock's checkpoint (a bulk write asks per request)
         seen = self._outcomes
         async with self._lock:
             if self._outcomes != seen and self._failure is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -193,24 +192,10 @@ def _entries(path: Path) -> list[EntryInput]:
         found = "a JSON list" if is_json else "no JSON list (it should start with [)"
         raise _Refusal(f"{escape(str(path))} ends in {suffix} but holds {found}; fix the file or its name.")
     try:
-        entries = parse_entries(_without_ids(text) if is_json else text)
+        entries = parse_entries(text)
     except InvalidArgument as exc:
         raise _Refusal(f"{escape(str(path))}: {exc.user_message()}", EXIT_INCOMPLETE) from None
     return entries
-
-
-def _without_ids(text: str) -> object:
-    """A JSON export's entries without their `id`s (the PBX gives added entries new ones); text that
-    does not load is passed on as it is, for parse_entries to say what is wrong with it."""
-    try:
-        loaded = json.loads(text.removeprefix(_BOM))
-    except (ValueError, RecursionError):
-        return text
-    if not isinstance(loaded, list):
-        return text
-    return [
-        {k: v for k, v in item.items() if k != "id"} if isinstance(item, dict) else item for item in loaded
-    ]
 
 
 def _report(result: BulkAddResult) -> None:

@@ -3,7 +3,8 @@
 Shared by the `add_blacklist_numbers` tool and `threecx-mcp import`, so both read a file the same
 way. This module checks only the shape (which fields, of which type, within the size bounds) and
 numbers every entry (and takes off the one leading `'` that `export` puts before a CSV cell a
-spreadsheet would run as a formula); whether a caller ID or description is acceptable is the bulk add's business,
+spreadsheet would run as a formula, and ignores the `id` a JSON export gives each entry: the PBX gives an
+added entry its own); whether a caller ID or description is acceptable is the bulk add's business,
 per entry, so one bad row never hides what the rest would do.
 
 Public API:
@@ -28,6 +29,7 @@ from .export import from_cell
 MAX_ENTRIES = 10_000
 MAX_TEXT_BYTES = 2_000_000  # CSV or JSON text: 10,000 rows of a caller ID and a long note
 _FIELDS = ("caller_id", "description")
+_IGNORED = ("id",)  # a JSON export's own key of each entry: the PBX names an added entry itself
 _LISTED_PROBLEMS = 10
 _EXAMPLE = (
     "send a list of objects with caller_id and description, CSV text whose first line is the header "
@@ -131,10 +133,11 @@ def _csv_entries(text: str) -> list[Any]:
 def _entry(row: int, item: object) -> EntryInput:
     if not isinstance(item, dict):
         raise ValueError(f'must be an object such as {{"caller_id": "+4420..."}}, not {_kind(item)}')
-    unknown = [quoted(str(key), 40) for key in item if key not in _FIELDS]
+    unknown = [quoted(str(key), 40) for key in item if key not in _FIELDS + _IGNORED]
     if unknown:
         raise ValueError(
-            f"unknown field(s) {', '.join(unknown[:5])}; only caller_id and description are read"
+            f"unknown field(s) {', '.join(unknown[:5])}; only caller_id and description are read "
+            "(and an export's id, which is ignored)"
         )
     if "caller_id" not in item:
         raise ValueError("caller_id is missing")
