@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +18,11 @@ from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Loopba
 from threecx_mcp.server import BlacklistServer, build_server
 
 from .support import AUTH_TOKEN, FAST_RETRY
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the developer's own settings out: no test (or server it starts) reads their user-config .env."""
+    os.environ["THREECX_CONFIG_DIR"] = tempfile.mkdtemp(prefix="threecx-mcp-tests-config-")
 
 
 @pytest.fixture

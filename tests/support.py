@@ -8,10 +8,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from threecx_mcp.client import RetryPolicy
+from pydantic import SecretStr
+from threecx_mcp.client import RetryPolicy, XapiClient
+from threecx_mcp.config import PbxEndpoint
+from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_XAPI = REPO.parent / "shared" / "3cx-xapi"
@@ -19,6 +22,17 @@ FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, max_total=
 AUTH_TOKEN = "test-bearer-token-0123456789-abcdefghijklmnop"
 # Servers the tests spawn journal here, never into the user's state directory.
 SUBPROCESS_JOURNAL = Path(tempfile.gettempdir()) / f"threecx-mcp-tests-{os.getpid()}" / "journal.sqlite3"
+
+
+def client_for(sandbox_url: str, max_in_flight: int) -> Callable[[], XapiClient]:
+    """XAPI clients of the loopback sandbox whose bulk writes keep at most `max_in_flight` in flight."""
+    return lambda: XapiClient(
+        PbxEndpoint.parse(sandbox_url),
+        SANDBOX_CLIENT_ID,
+        SecretStr(SANDBOX_CLIENT_SECRET),
+        retry=FAST_RETRY,
+        max_in_flight=max_in_flight,
+    )
 
 
 class ResettingProxy:

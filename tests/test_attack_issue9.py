@@ -36,7 +36,7 @@ from threecx_mcp.sandbox import pbx as sandbox_pbx
 from threecx_mcp.sandbox.pbx import RecordedRequest
 from threecx_mcp.server import BlacklistServer, build_server
 
-from .support import AUTH_TOKEN, assert_journal_matches_the_pbx, call_confirmed
+from .support import AUTH_TOKEN, assert_journal_matches_the_pbx, call_confirmed, client_for
 
 pytestmark = pytest.mark.anyio
 
@@ -326,11 +326,13 @@ async def test_two_deleted_entries_with_one_caller_id_are_recreated_once(
 
 
 async def test_a_cancelled_restore_journals_the_create_in_flight_as_unknown(
-    client_factory: Callable[[], XapiClient], journal: Journal, sandbox: Sandbox
+    sandbox_url: str, journal: Journal, sandbox: Sandbox
 ) -> None:
     """Cancelled while the PBX has the second of three creations (it is slow, and applies it anyway): the
     journal says recreated, unknown, not attempted; undoing that restore removes both entries it created."""
-    async with client_factory() as xapi:
+    async with client_for(
+        sandbox_url, 1
+    )() as xapi:  # one at a time: the concurrent case is test_concurrency's
         deleted = await bulk_delete.bulk_delete(xapi, journal, ["1", "2", "3"], dry_run=False)
         assert deleted.operation_id is not None
         on_request(
@@ -340,8 +342,8 @@ async def test_a_cancelled_restore_journals_the_create_in_flight_as_unknown(
             lambda _: sandbox.inject(Fault(path=LIST, delay=1.5, passthrough=True)),
             nth=2,
         )
-        with anyio.move_on_after(0.8) as scope:  # one at a time: the concurrent case is test_concurrency's
-            await restore.restore(xapi, journal, deleted.operation_id, None, max_in_flight=1)
+        with anyio.move_on_after(0.8) as scope:
+            await restore.restore(xapi, journal, deleted.operation_id, None)
         assert scope.cancelled_caught
         await anyio.sleep(1.0)  # the PBX finishes the creation it was given
         (operation, *_) = await journal.recent()

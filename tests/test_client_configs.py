@@ -1,5 +1,8 @@
-"""client_configs/: each file has its client's documented shape, points at our real entry point,
-and really starts a working server; the MCP Inspector (a client we did not write) drives it."""
+"""client_configs/: each file has its client's documented shape, names only settings the server reads,
+holds no secret, and each stdio entry starts a working server when launched the way a desktop app
+launches it: by its absolute path, with nothing inherited but PATH=/usr/bin:/bin (so no ~/.local/bin,
+no pyenv or Homebrew) plus the entry's own env. The MCP Inspector (a client we did not write) drives
+the server too."""
 
 from __future__ import annotations
 
@@ -13,21 +16,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mcp.client.stdio
 import pytest
 import yaml
 from mcp import Client, StdioServerParameters
 from threecx_mcp.cli import parse_args
-from threecx_mcp.sandbox import Sandbox
+from threecx_mcp.config import CONFIG_DIR_VARIABLE, ENV_PREFIX, Settings
+from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Sandbox
 
 from .support import AUTH_TOKEN, REPO, SUBPROCESS_JOURNAL, console_script
 from .test_transports import pbx_env
 
 pytestmark = pytest.mark.anyio
 CONFIGS = REPO / "client_configs"
+CLAUDE_MCP_ADD = CONFIGS / "claude-code" / "claude-mcp-add.sh"
 INSPECTOR_VERSION = "2.12.0"
+# What a desktop app started from the dock or start menu has on PATH: the system's folders only.
+DESKTOP_PATH = "/usr/bin:/bin"
 # ${VAR}, ${env:VAR}, $VAR, ${input:id}, ${{ secrets.VAR }}: references, never values
 REFERENCE = re.compile(r"\$\{\{\s*secrets\.\w+\s*\}\}|\$\{(?:env:|input:)?[\w-]+\}|\$\w+")
 PLACEHOLDER = re.compile(r"/ABSOLUTE/PATH/TO/|YOUR[_-]|REPLACE_WITH_")
+COMMAND_PLACEHOLDER = "/ABSOLUTE/PATH/TO/threecx-mcp/.venv/bin/threecx-mcp"
+SETTINGS = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+SECRET_SETTINGS = {"THREECX_CLIENT_SECRET", "THREECX_MCP_AUTH_TOKEN"}
+# How API keys and bearer tokens look: a run of 20+ token characters mixing digits and letters.
+OPAQUE_RUN = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
+
+
+def secret_looking(text: str) -> list[str]:
+    return [
+        run
+        for run in OPAQUE_RUN.findall(text)
+        if sum(c.isdigit() for c in run) >= 2 and sum(c.isalpha() for c in run) >= 2
+    ]
 
 
 @dataclass(frozen=True)
@@ -71,12 +92,14 @@ STDIO = [e for e in entries() if "command" in e.spec]
 HTTP = [e for e in entries() if "command" not in e.spec]
 
 
-def test_every_client_has_a_stdio_a_uvx_and_where_supported_an_http_entry() -> None:
+def entry_id(entry: Entry) -> str:
+    return f"{entry.client}:{entry.name}"
+
+
+def test_every_client_has_a_stdio_and_where_supported_an_http_entry() -> None:
     clients = {e.client for e in entries()}
     assert len(clients) == 10
-    for client in clients:
-        names = {e.name for e in entries() if e.client == client}
-        assert {"threecx", "threecx-uvx"} <= names, client
+    assert sorted(e.client for e in STDIO if e.name == "threecx") == sorted(clients)
     assert {e.client for e in HTTP} == clients - {"claude-desktop", "zed"}
 
 
@@ -109,50 +132,168 @@ def test_files_match_their_clients_documented_shapes() -> None:
     assert all(e.spec["type"] in ("stdio", "streamable-http") for e in entries() if e.client == "continue")
 
 
-@pytest.mark.parametrize("entry", entries(), ids=lambda e: f"{e.client}:{e.name}")
-def test_no_config_holds_a_literal_secret(entry: Entry) -> None:
-    env = entry.spec.get("env", {})
-    secret = env.get("THREECX_CLIENT_SECRET")
-    if secret is not None:
-        assert REFERENCE.fullmatch(secret), f"{entry.client}:{entry.name} holds a literal API key"
-    elif "command" in entry.spec and entry.client != "codex":
-        assert PLACEHOLDER.search(env["THREECX_CLIENT_SECRET_FILE"])
-    headers = entry.spec.get("headers") or entry.spec.get("requestOptions", {}).get("headers", {})
-    for value in headers.values():
-        assert REFERENCE.search(value) or PLACEHOLDER.search(value)
-    if entry.client == "codex" and "command" in entry.spec:
-        assert "THREECX_CLIENT_SECRET" in entry.spec["env_vars"]
-
-
-def launch(entry: Entry) -> tuple[str, list[str]]:
-    """The command a client would run, with our real console script standing in for the placeholder path."""
-    command, args = entry.spec["command"], list(entry.spec.get("args", []))
-    if command == "uvx":
-        assert args[:2] == ["--from", "/ABSOLUTE/PATH/TO/threecx-mcp"] and args[2] == "threecx-mcp"
-        args = args[3:]
-    else:
-        assert Path(command).name == "threecx-mcp", command
-    return console_script(), args
-
-
-@pytest.mark.parametrize("entry", STDIO, ids=lambda e: f"{e.client}:{e.name}")
-def test_command_and_args_are_our_real_entry_point(entry: Entry) -> None:
-    _, args = launch(entry)
-    options = parse_args(args)  # a renamed or removed flag makes argparse exit: no drift
+@pytest.mark.parametrize("entry", STDIO, ids=entry_id)
+def test_every_command_is_an_absolute_path_and_every_variable_a_setting(entry: Entry) -> None:
+    """A bare `threecx-mcp` or `uvx` is not found by an app started from the desktop ("spawn ENOENT")."""
+    assert entry.spec["command"] == COMMAND_PLACEHOLDER, entry_id(entry)
+    named = set(entry.spec.get("env", {})) | set(entry.spec.get("env_vars", []))
+    assert named <= SETTINGS, f"{entry_id(entry)} names variables the server never reads: {named - SETTINGS}"
+    options = parse_args(
+        entry.spec.get("args", [])
+    )  # a renamed or removed flag makes argparse exit: no drift
     assert options.command == "serve" and options.transport == "stdio"
 
 
-@pytest.mark.parametrize("entry", STDIO, ids=lambda e: f"{e.client}:{e.name}")
-async def test_each_stdio_config_starts_a_working_server(entry: Entry) -> None:
-    command, args = launch(entry)
-    env = {k: REFERENCE.sub("unused", str(v)) for k, v in entry.spec.get("env", {}).items()}
-    env["THREECX_SANDBOX"] = "true"
-    env["THREECX_JOURNAL"] = str(SUBPROCESS_JOURNAL)
-    async with Client(StdioServerParameters(command=command, args=args, env=env)) as client:
+# -- no secret in any file, on any command line ---------------------------------------------------
+
+
+def test_the_secret_detector_sees_keys_and_tokens() -> None:
+    """So that the next test can fail: what an API key or bearer token pasted into a file looks like."""
+    assert secret_looking(f"Authorization: Bearer {AUTH_TOKEN}")
+    assert secret_looking('"THREECX_CLIENT_SECRET": "kQ3v9Zr0TbX2yW8nLp5s"')
+    assert not secret_looking(f'"command": "{COMMAND_PLACEHOLDER}"')
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p for p in CONFIGS.rglob("*") if p.is_file()), ids=lambda p: str(p.relative_to(CONFIGS))
+)
+def test_no_file_holds_a_secret_looking_value(path: Path) -> None:
+    assert secret_looking(path.read_text()) == [], path
+
+
+@pytest.mark.parametrize("entry", entries(), ids=entry_id)
+def test_secrets_are_references_files_or_forwarded_never_values(entry: Entry) -> None:
+    env = entry.spec.get("env", {})
+    for name in SECRET_SETTINGS & set(env):
+        assert REFERENCE.fullmatch(env[name]), f"{entry_id(entry)} holds a literal {name}"
+    if "command" in entry.spec:
+        assert (
+            "THREECX_CLIENT_SECRET" in env
+            or PLACEHOLDER.search(env.get("THREECX_CLIENT_SECRET_FILE", ""))
+            or "THREECX_CLIENT_SECRET" in entry.spec.get("env_vars", [])
+        ), f"{entry_id(entry)} gives the server no way to the API key"
+        assert not any(secret_looking(arg) for arg in [entry.spec["command"], *entry.spec.get("args", [])])
+    headers = entry.spec.get("headers") or entry.spec.get("requestOptions", {}).get("headers", {})
+    for value in headers.values():
+        scheme, _, credential = value.partition(" ")
+        assert scheme == "Bearer" and (REFERENCE.fullmatch(credential) or PLACEHOLDER.search(credential))
+
+
+# -- each stdio entry, filled in as its user would, started as a desktop app starts it -------------
+
+
+@pytest.fixture
+def user_values(sandbox_url: str, tmp_path: Path) -> dict[str, str]:
+    """What a user puts in place of each placeholder or reference: here the sandbox PBX's address and
+    credentials, the API key also in a file for the entries that read it from one."""
+    key_file = tmp_path / "threecx-api-key.txt"
+    key_file.write_text(SANDBOX_CLIENT_SECRET + "\n")
+    return {
+        "THREECX_URL": sandbox_url,
+        "THREECX_CLIENT_ID": SANDBOX_CLIENT_ID,
+        "THREECX_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+        "THREECX_CLIENT_SECRET_FILE": str(key_file),
+    }
+
+
+def filled_in(entry: Entry, values: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The entry's command and env once its user has replaced the placeholders and the client has
+    resolved its references (Codex forwards the `env_vars` from its own environment)."""
+    env = {
+        name: values[name] if REFERENCE.fullmatch(value) or PLACEHOLDER.search(value) else value
+        for name, value in entry.spec.get("env", {}).items()
+    }
+    env |= {name: values[name] for name in entry.spec.get("env_vars", [])}
+    return entry.spec["command"].replace(COMMAND_PLACEHOLDER, console_script()), env
+
+
+async def session_with_a_bare_environment(
+    command: str, args: list[str], env: dict[str, str], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> set[str]:
+    """Start the server with exactly PATH=/usr/bin:/bin plus `env`, in an empty working folder,
+    complete an MCP session over stdio and read the PBX once. The SDK's stdio client would otherwise
+    pass on this process's HOME, USER and PATH. Two more variables keep the test off this machine's
+    user folders: the journal goes to the tests' folder, and no user-wide .env is read."""
+    monkeypatch.setattr(mcp.client.stdio, "get_default_environment", dict)
+    isolated = {"THREECX_JOURNAL": str(SUBPROCESS_JOURNAL), CONFIG_DIR_VARIABLE: str(folder)}
+    bare = {"PATH": DESKTOP_PATH, **env, **isolated}
+    params = StdioServerParameters(command=command, args=args, env=bare, cwd=folder)
+    async with Client(params, mode="legacy") as client:  # legacy: the initialize handshake
         names = {t.name for t in (await client.list_tools()).tools}
-        assert {"list_blacklist_numbers", "get_blacklist_number"} <= names
         page = await client.call_tool("list_blacklist_numbers", {"limit": 2})
         assert not page.is_error and page.structured_content["total"] == 12  # type: ignore[index]
+    return names
+
+
+@pytest.mark.parametrize("entry", STDIO, ids=entry_id)
+async def test_each_stdio_entry_starts_with_only_a_system_path(
+    entry: Entry, user_values: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command, env = filled_in(entry, user_values)
+    names = await session_with_a_bare_environment(
+        command, entry.spec.get("args", []), env, tmp_path, monkeypatch
+    )
+    assert {"list_blacklist_numbers", "bulk_delete_blacklist_numbers"} <= names
+    assert set(entry.spec.get("autoApprove", [])) <= names
+
+
+# -- claude-code/claude-mcp-add.sh ----------------------------------------------------------------
+
+
+def run_claude_mcp_add(
+    tmp_path: Path, env: dict[str, str], *args: str, on_path: bool = True
+) -> tuple[subprocess.CompletedProcess[str], list[str] | None]:
+    """Run the script as a user would in a shell, with a stand-in `claude` that only records its
+    arguments: what it would store in ~/.claude.json, and what `ps` would show."""
+    record = tmp_path / "claude-argv"
+    fake = tmp_path / "bin" / "claude"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" > '{record}'\n")
+    fake.chmod(0o755)
+    path = [str(fake.parent), *([str(Path(console_script()).parent)] if on_path else []), DESKTOP_PATH]
+    done = subprocess.run(
+        ["/bin/sh", str(CLAUDE_MCP_ADD), *args],
+        env={"PATH": ":".join(path), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    return done, (record.read_text().split("\0")[:-1] if record.exists() else None)
+
+
+async def test_claude_mcp_add_registers_an_absolute_command_without_the_api_key(
+    user_values: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done, argv = run_claude_mcp_add(tmp_path, user_values)  # the key is in the shell too: it stays there
+    assert done.returncode == 0 and argv is not None, done.stderr
+    separator = argv.index("--")
+    assert argv[:5] == ["mcp", "add", "threecx", "--scope", "user"]
+    assert argv[separator + 1 :] == [console_script()]
+    pairs = dict(argv[i + 1].split("=", 1) for i in range(5, separator) if argv[i] == "-e")
+    assert set(pairs) == {"THREECX_URL", "THREECX_CLIENT_ID", "THREECX_CLIENT_SECRET_FILE"}
+    assert SANDBOX_CLIENT_SECRET not in "\0".join(argv)
+    names = await session_with_a_bare_environment(argv[separator + 1], [], pairs, tmp_path, monkeypatch)
+    assert {"list_blacklist_numbers", "bulk_delete_blacklist_numbers"} <= names
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "on_path", "said"),
+    [
+        ((), {}, False, "threecx-mcp is not on your PATH"),
+        (("threecx-mcp",), {}, True, "threecx-mcp is not an absolute path"),
+        (("/nonexistent/threecx-mcp",), {}, True, "/nonexistent/threecx-mcp is not an executable file"),
+        ((), {"THREECX_CLIENT_SECRET": SANDBOX_CLIENT_SECRET}, True, "set THREECX_CLIENT_SECRET_FILE="),
+        ((), {"THREECX_CLIENT_SECRET_FILE": "api-key.txt"}, True, "must be an absolute path"),
+    ],
+    ids=["not-on-path", "relative-command", "missing-command", "key-but-no-file", "relative-key-file"],
+)
+def test_claude_mcp_add_refuses_what_would_not_start_or_would_expose_the_key(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], on_path: bool, said: str
+) -> None:
+    done, argv = run_claude_mcp_add(tmp_path, env, *args, on_path=on_path)
+    assert done.returncode == 2 and argv is None, done.stderr
+    assert said in done.stderr and SANDBOX_CLIENT_SECRET not in done.stderr
 
 
 # -- the MCP Inspector CLI ----------------------------------------------------------------------
@@ -260,23 +401,3 @@ def delete_as_the_user_agreed(
         inspector, *delete, "--tool-arg", f"plan_id={planned['structuredContent']['plan_id']}"
     )
     return answer
-
-
-def test_claude_mcp_add_command_line() -> None:
-    import shlex
-
-    script = (CONFIGS / "claude-code" / "claude-mcp-add.sh").read_text()
-    words = shlex.split(
-        " ".join(line.rstrip("\\") for line in script.splitlines() if not line.startswith("#"))
-    )
-    assert words[:4] == ["claude", "mcp", "add", "threecx"]
-    separator = words.index("--")
-    env = [words[i + 1] for i, word in enumerate(words[:separator]) if word == "-e"]
-    assert all(REFERENCE.search(pair.split("=", 1)[1]) for pair in env)
-    assert {pair.split("=", 1)[0] for pair in env} == {
-        "THREECX_URL",
-        "THREECX_CLIENT_ID",
-        "THREECX_CLIENT_SECRET",
-    }
-    assert words[separator + 1] == "threecx-mcp"
-    assert parse_args(words[separator + 2 :]).transport == "stdio"

@@ -7,37 +7,26 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
 
 import anyio
 import pytest
 from mcp import Client
 from pydantic import SecretStr
 from threecx_mcp.client import XapiClient
-from threecx_mcp.config import PbxEndpoint, Settings
+from threecx_mcp.config import Settings
 from threecx_mcp.errors import ConfigError, PbxError
 from threecx_mcp.journal import Journal
 from threecx_mcp.operations import bulk_add, bulk_delete, restore
 from threecx_mcp.operations.concurrency import AdaptiveLimiter, for_each
 from threecx_mcp.operations.entry_lists import EntryInput
-from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Fault, Sandbox
+from threecx_mcp.sandbox import Fault, Sandbox
 from threecx_mcp.sandbox.pbx import RecordedRequest
 from threecx_mcp.server import build_server
 
-from .support import FAST_RETRY, call_confirmed
+from .support import call_confirmed, client_for
 
 pytestmark = pytest.mark.anyio
 CREATE = "/xapi/v1/BlackListNumbers"
-
-
-def client_for(sandbox_url: str, max_in_flight: int) -> Callable[[], XapiClient]:
-    return lambda: XapiClient(
-        PbxEndpoint.parse(sandbox_url),
-        SANDBOX_CLIENT_ID,
-        SecretStr(SANDBOX_CLIENT_SECRET),
-        retry=FAST_RETRY,
-        max_in_flight=max_in_flight,
-    )
 
 
 def entries(count: int, prefix: str = "+4930777") -> list[EntryInput]:
@@ -90,7 +79,7 @@ async def test_a_429_storm_halves_the_limit_and_every_entry_is_added_once(
     sandbox.latency = 0.005
     sandbox.inject(Fault(status=429, path=CREATE, method="POST", times=40))
     async with client_for(sandbox_url, 8)() as xapi:
-        result = await bulk_add.bulk_add(xapi, journal, entries(100), dry_run=False, max_in_flight=8)
+        result = await bulk_add.bulk_add(xapi, journal, entries(100), dry_run=False)
     assert (result.added, result.failed, result.unknown) == (100, 0, 0)
     assert sandbox.count("POST", CREATE) == 140  # each refused request sent again, none applied twice
     assert sum(e["CallerId"].startswith("+4930777") for e in sandbox.entries.values()) == 100
@@ -130,7 +119,7 @@ async def test_retry_after_pauses_every_worker(sandbox: Sandbox, sandbox_url: st
     # Beyond the client's own retry budget (FAST_RETRY waits at most 0.05 s): the limiter honours it.
     sandbox.inject(Fault(status=429, path=CREATE, method="POST", times=1, retry_after="1"))
     async with client_for(sandbox_url, 4)() as xapi:
-        result = await bulk_add.bulk_add(xapi, journal, entries(12), dry_run=False, max_in_flight=4)
+        result = await bulk_add.bulk_add(xapi, journal, entries(12), dry_run=False)
     assert result.added == 12
     throttled_at = arrivals[0][0]
     # Requests already on their way when the 429 came arrive at once; none is sent during the pause.
@@ -156,7 +145,7 @@ async def test_requests_are_paced_rather_than_sent_in_bursts(
     sandbox.hooks.append(arrival)
     sandbox.latency = 0.02
     async with client_for(sandbox_url, 4)() as xapi:
-        result = await bulk_add.bulk_add(xapi, journal, entries(80), dry_run=False, max_in_flight=4)
+        result = await bulk_add.bulk_add(xapi, journal, entries(80), dry_run=False)
     assert result.added == 80 and len(arrivals) == 80
     paced = arrivals[4:]  # the first window leaves before any request's time is known
     gaps = [later - earlier for earlier, later in itertools.pairwise(paced)]
@@ -196,7 +185,7 @@ async def test_a_cancelled_concurrent_restore_says_what_was_in_flight(
         sandbox.latency = 0.02
         sandbox.inject(Fault(path=CREATE, method="POST", times=2, delay=1.0, passthrough=True))
         with anyio.move_on_after(0.4) as scope:
-            await restore.restore(xapi, journal, deleted.operation_id, None, max_in_flight=4)
+            await restore.restore(xapi, journal, deleted.operation_id, None)
         assert scope.cancelled_caught
         await anyio.sleep(1.0)  # the PBX finishes what it was given
         (operation, *_) = await journal.recent()
@@ -213,6 +202,6 @@ async def test_a_cancelled_concurrent_restore_says_what_was_in_flight(
             elif item.status == "recreated":
                 assert item.after.caller_id in present
         sandbox.latency = 0.0
-        undo = await restore.restore(xapi, journal, operation.operation_id, None, max_in_flight=4)
+        undo = await restore.restore(xapi, journal, operation.operation_id, None)
     assert undo.counts["removed"] >= kinds.count("recreated") and not {"failed", "unknown"} & set(undo.counts)
     assert not any(e["CallerId"].startswith("+4930555") for e in sandbox.entries.values())

@@ -1,11 +1,15 @@
-"""Settings and PBX URL normalisation."""
+"""Settings, where they come from (environment, the working directory's .env, the user's .env), and
+PBX URL normalisation."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
-from threecx_mcp.config import PbxEndpoint, Settings
+from pydantic import SecretStr
+from threecx_mcp.config import COMMAND_LINE, ENVIRONMENT, PbxEndpoint, Settings, SettingsIncomplete
 from threecx_mcp.errors import ConfigError
 
 
@@ -61,18 +65,22 @@ def test_a_url_with_controls_is_shown_escaped_and_capped() -> None:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    for name in (
-        "URL",
-        "CLIENT_ID",
-        "CLIENT_SECRET",
-        "CLIENT_SECRET_FILE",
-        "VERIFY_TLS",
-        "CA_BUNDLE",
-        "TIMEOUT",
-    ):
-        monkeypatch.delenv(f"THREECX_{name}", raising=False)
+    for name in list(os.environ):
+        if name.upper().startswith("THREECX_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("THREECX_CONFIG_DIR", str(tmp_path / "config"))  # not the user's own .env
     monkeypatch.chdir(tmp_path)  # no stray .env
     return monkeypatch
+
+
+@pytest.fixture
+def user_env(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The user config directory's .env (not yet written); the working directory is another folder,
+    as a desktop client's is."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    clean_env.chdir(tmp_path / "elsewhere")
+    return tmp_path / "config" / ".env"
 
 
 def test_settings_come_from_the_environment(clean_env: pytest.MonkeyPatch) -> None:
@@ -167,3 +175,104 @@ def test_tls_settings(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     clean_env.setenv("THREECX_CA_BUNDLE", str(bad))
     with pytest.raises(ConfigError, match="no usable PEM"):
         Settings.load().tls_verify()
+
+
+def test_a_desktop_client_finds_the_users_dotenv_whatever_its_working_directory(user_env: Path) -> None:
+    user_env.write_text(
+        "THREECX_URL=pbx.example.com:5001\nTHREECX_CLIENT_ID=desk\nTHREECX_CLIENT_SECRET=k3y\n"
+    )
+    settings = Settings.load()
+    connection = settings.connection()
+    assert (connection.endpoint.origin, connection.client_id) == ("https://pbx.example.com:5001", "desk")
+    assert connection.client_secret.get_secret_value() == "k3y"
+    assert settings.sources.origin == dict.fromkeys(
+        ["THREECX_URL", "THREECX_CLIENT_ID", "THREECX_CLIENT_SECRET"], str(user_env)
+    )
+
+
+def test_environment_beats_the_working_directory_which_beats_the_users_dotenv(
+    user_env: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    user_env.write_text("THREECX_URL=user.example.com\nTHREECX_CLIENT_ID=user\nTHREECX_TIMEOUT=7\n")
+    local = Path.cwd() / ".env"
+    local.write_text("THREECX_URL=local.example.com\nTHREECX_CLIENT_ID=local\n")
+    clean_env.setenv("THREECX_CLIENT_ID", "from-env")
+    settings = Settings.load(read_only=True)
+    assert settings.endpoint().origin == "https://local.example.com"
+    assert (settings.client_id, settings.timeout, settings.read_only) == ("from-env", 7.0, True)
+    assert settings.sources.origin == {
+        "THREECX_URL": str(local),
+        "THREECX_CLIENT_ID": ENVIRONMENT,
+        "THREECX_TIMEOUT": str(user_env),
+        "THREECX_READ_ONLY": COMMAND_LINE,
+    }
+
+
+def test_without_an_override_the_per_user_config_directory_is_read(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("XDG_CONFIG_HOME places the user config directory on Linux only")
+    clean_env.delenv("THREECX_CONFIG_DIR")
+    clean_env.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "xdg" / "threecx-mcp").mkdir(parents=True)
+    (tmp_path / "xdg" / "threecx-mcp" / ".env").write_text("THREECX_CLIENT_ID=xdg\n")
+    assert Settings.load().client_id == "xdg"
+
+
+def test_unknown_names_are_reported_and_values_never_kept(
+    user_env: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    user_env.write_text("THREECX_CLIENT_SECERT=typo-k3y\nTHREECX_CLIENT_SECRET=real-k3y\nPATH_LIKE=x\n")
+    clean_env.setenv("THREECX_URLL", "pbx.example.com")
+    sources = Settings.load().sources
+    assert sources.unknown == {"THREECX_CLIENT_SECERT": str(user_env), "THREECX_URLL": ENVIRONMENT}
+    assert "k3y" not in repr(sources)
+
+
+def test_an_empty_value_counts_as_unset(clean_env: pytest.MonkeyPatch) -> None:
+    """A client's form (an MCP bundle's optional field) sends an empty string for a field left blank."""
+    for name in ("THREECX_URL", "THREECX_CA_BUNDLE", "THREECX_CLIENT_SECRET_FILE", "THREECX_SANDBOX"):
+        clean_env.setenv(name, "")
+    clean_env.setenv("THREECX_CLIENT_SECRET", "k3y")
+    settings = Settings.load()
+    assert settings.url is None and settings.ca_bundle is None and settings.sandbox is False
+    assert settings.tls_verify() is True and settings.api_key().get_secret_value() == "k3y"
+    assert settings.sources.origin == {"THREECX_CLIENT_SECRET": ENVIRONMENT}
+
+
+def test_every_missing_setting_is_named_at_once(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.setenv("THREECX_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    with pytest.raises(SettingsIncomplete) as caught:
+        Settings.load().connection()
+    named = ["THREECX_URL is not set", "THREECX_CLIENT_ID is not set", "THREECX_CLIENT_SECRET is not set"]
+    assert [
+        next(n for n in [*named, "THREECX_CA_BUNDLE"] if n in p.message) for p in caught.value.problems
+    ] == [
+        *named,
+        "THREECX_CA_BUNDLE",
+    ]
+    assert all(words in caught.value.user_message() for words in named)
+
+
+def test_a_malformed_value_names_the_file_it_came_from(user_env: Path) -> None:
+    user_env.write_text("THREECX_TIMEOUT=soon\n")
+    with pytest.raises(ConfigError) as caught:
+        Settings.load()
+    assert f"THREECX_TIMEOUT (from {user_env})" in caught.value.user_message()
+
+
+def test_the_sandbox_says_that_it_ignores_a_configured_pbx(
+    user_env: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    user_env.write_text("THREECX_URL=pbx.example.com\nTHREECX_SANDBOX=true\n")
+    notice = Settings.load().sandbox_notice()
+    assert notice is not None
+    assert f"THREECX_SANDBOX=true from {user_env}" in notice and "THREECX_URL is set but ignored" in notice
+    assert "Remove THREECX_SANDBOX" in notice and "pbx.example.com" not in notice
+    user_env.write_text("THREECX_URL=pbx.example.com\n")
+    flagged = Settings.load(sandbox=True).sandbox_notice()
+    assert flagged is not None and "(--sandbox)" in flagged and "Run without --sandbox" in flagged
+    user_env.write_text("")
+    assert Settings.load(sandbox=True).sandbox_notice() is None  # nothing to mistake it for
+    assert Settings.load(url="pbx.example.com", client_secret=SecretStr("k")).sandbox_notice() is None

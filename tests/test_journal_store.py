@@ -231,7 +231,7 @@ def test_a_fifo_is_refused_instead_of_hanging(tmp_path: Path, where: str) -> Non
     os.mkfifo(fifo)
     error = begin_in_a_thread(Journal(path, "pbx"))
     assert isinstance(error, JournalError)
-    assert f"'{fifo}'" in error.message and "FIFO (named pipe), not a regular file" in error.message
+    assert f"journal {fifo} (" in error.message and "FIFO (named pipe), not a regular file" in error.message
     assert "THREECX_JOURNAL" in error.user_message()
 
 
@@ -241,7 +241,7 @@ async def test_a_directory_at_the_path_is_refused(tmp_path: Path) -> None:
         await Journal(tmp_path, "pbx").recent()
     assert (
         caught.value.message
-        == f"Cannot read the safety journal '{tmp_path}' (it is a directory, not a regular file)."
+        == f"Cannot read the safety journal {tmp_path} (it is a directory, not a regular file)."
     )
 
 
@@ -270,7 +270,7 @@ async def test_a_file_that_is_not_a_journal_is_refused_and_left_alone(
     before = path.read_bytes()
     with pytest.raises(JournalError) as caught:
         await Journal(path, "pbx").begin(OperationKind.DELETE, [delete_item("1")])
-    assert caught.value.message == f"Cannot write the safety journal '{path}' ({reason})."
+    assert caught.value.message == f"Cannot write the safety journal {path} ({reason})."
     assert path.read_bytes() == before
 
 
@@ -492,8 +492,7 @@ async def test_end_on_a_read_only_journal_names_the_os_reason(read_only_folder: 
     with pytest.raises(JournalError) as caught:
         await stuck.end(operation_id, "completed", [finished(delete_item("1"), "deleted")])
     assert (
-        caught.value.message
-        == f"Cannot write the safety journal '{read_only / 'journal.sqlite3'}' ({reason})."
+        caught.value.message == f"Cannot write the safety journal {read_only / 'journal.sqlite3'} ({reason})."
     )
 
 
@@ -538,7 +537,7 @@ async def test_a_full_disk_gives_a_journal_error_and_the_journal_recovers(tiny_f
     with pytest.raises(JournalError) as caught:
         await journal.end(operation_id, "completed", final)
     assert caught.value.message == (
-        f"Cannot write the safety journal '{tiny_file_system / 'journal.sqlite3'}' (No space left on device)."
+        f"Cannot write the safety journal {tiny_file_system / 'journal.sqlite3'} (No space left on device)."
     )
     with pytest.raises(JournalError, match="No space left on device"):
         await journal.begin(OperationKind.DELETE, [delete_item(str(n), "y" * 2000) for n in range(40)])

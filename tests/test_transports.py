@@ -166,7 +166,10 @@ def test_doctor_passes_on_the_sandbox_and_fails_with_a_fix(tmp_path: Path, sandb
     ok = run_console("doctor", "--sandbox", timeout=60)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert [line.split()[1] for line in ok.stdout.splitlines()[:-1]] == [
+        "sources:",
+        "sandbox:",
         "settings:",
+        "journal:",
         "dns:",
         "tcp:",
         "scheme:",  # the sandbox is plain HTTP: doctor checks the port does not expect TLS
@@ -303,7 +306,7 @@ def test_the_command_refuses_a_short_token_without_a_traceback() -> None:
         "--host",
         "0.0.0.0",
         "--port",
-        "0",
+        "8765",
         env={**os.environ, "THREECX_JOURNAL": str(SUBPROCESS_JOURNAL), "THREECX_MCP_AUTH_TOKEN": "1"},
         timeout=60,
     )

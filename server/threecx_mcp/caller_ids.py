@@ -21,6 +21,9 @@ from .display import quoted
 from .errors import InvalidArgument
 
 MAX_CALLER_ID_LENGTH = 100
+# Folding can only shrink a caller ID so far (a letter and its combining mark become one): anything longer
+# than this is refused before any character is looked at, so one huge value cannot stall the server.
+_LONGEST_BEFORE_FOLDING = 4 * MAX_CALLER_ID_LENGTH
 MIN_PATTERN_LITERALS = 3  # a `*` pattern needs this many other characters to block a recognisable group
 
 _PHONE_LIKE = re.compile(r"^\+?[\d\s().\-/]+$")
@@ -116,6 +119,11 @@ def strip_phone_formatting(caller_id: str) -> str:
 def check_caller_id(text: str) -> CallerIdCheck:
     """The caller ID to store for `text`, with notes; raises InvalidArgument if it could never match."""
     text = text.strip()
+    if len(text) > _LONGEST_BEFORE_FOLDING:  # the checks below look at every character: bound them first
+        raise InvalidArgument(
+            f"caller_id is {len(text):,} characters long; the limit is {MAX_CALLER_ID_LENGTH}.",
+            hint="Nothing was changed.",
+        )
     _refuse_unmatchable(text)
     folded = fold(text).strip()
     if not folded:

@@ -10,9 +10,11 @@ import hmac
 import ipaddress
 import logging
 import os
+import re
 import signal
 import socket
 import sys
+import textwrap
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Self
@@ -28,9 +30,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__, journal_cli, transfer_cli
 from .client import XapiClient
-from .config import Connection, PbxEndpoint, Settings
+from .config import Connection, PbxEndpoint, Settings, SettingsIncomplete, user_config_dir
 from .confirmation import PlanBook
-from .doctor import run_checks
+from .display import escape, quoted
+from .doctor import run_checks, sandbox_mode, sources
 from .errors import ConfigError
 from .journal import Journal
 from .probe import run_probe
@@ -41,40 +44,142 @@ from .token_store import TokenFile
 logger = logging.getLogger(__name__)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+COMMANDS = ("serve", "doctor", "journal", "export", "import")
+_SETTINGS_HELP = (
+    "Settings come from THREECX_* environment variables, else a .env file in the working directory, "
+    "else a .env file in {folder} (THREECX_CONFIG_DIR moves it), which applies wherever the server "
+    "starts; see README.md. threecx-mcp doctor says which it read."
+)
+_SERVE_HELP = """\
+commands:
+  serve (default)  serve MCP, as below
+  doctor           check the settings, the journal, and the way to the PBX (threecx-mcp doctor --help)
+  journal          read the safety journal: list, show, export (threecx-mcp journal --help)
+  export           write the whole blacklist to a CSV or JSON file (threecx-mcp export --help)
+  import           add what a CSV or JSON file holds and the blacklist lacks (threecx-mcp import --help)
+
+serving:
+  stdio (the default) is for clients that start the server themselves (Claude Desktop, Cursor,
+  VS Code): give them the absolute path of this command. Standard output carries the MCP
+  protocol; logs go to standard error.
+  --transport http serves streamable HTTP at http://HOST:PORT/mcp for clients that connect to a
+  URL; it binds 127.0.0.1:8000 unless --host and --port say otherwise. Any address beyond
+  loopback needs THREECX_MCP_AUTH_TOKEN, which every request must send as a bearer token.
+
+{settings}
+"""
+
+
+def port_number(text: str) -> int:
+    """--port: a TCP port a client can be told in advance (0, "any free port", could not be)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65_535:
+        raise argparse.ArgumentTypeError(
+            f"the port must be a whole number from 1 to 65535, such as 8000, not {escape(text[:40])}"
+        )
+    return port
+
+
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def host_address(text: str) -> str:
+    """--host: an IP address (IPv6 with or without brackets) or a host name, nothing more (no scheme,
+    no port, no path)."""
+    bare = text.strip()
+    bare = bare[1:-1] if bare.startswith("[") and bare.endswith("]") else bare
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        if len(bare) <= 253 and _HOST_NAME.fullmatch(bare):
+            return bare
+    raise argparse.ArgumentTypeError(
+        f"give an IP address or a host name, such as 127.0.0.1, 0.0.0.0, ::1 or localhost, without a "
+        f"scheme or port (use --port), not {quoted(text, 80)}"
+    )
+
+
+def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="threecx-mcp",
-        description="MCP server for the caller blacklist of a 3CX PBX. Settings come from THREECX_* "
-        "environment variables (or a .env file); see README.md.",
+        usage="%(prog)s [serve] [--transport {stdio,http}] [--host HOST] [--port PORT] [--sandbox] "
+        "[--read-only]\n       %(prog)s {doctor,journal,export,import} ...",
+        description="MCP server for the caller blacklist of a 3CX PBX.",
+        epilog=_SERVE_HELP.format(
+            settings=textwrap.fill(_SETTINGS_HELP.format(folder=user_config_dir()), 98)
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "command",
-        nargs="?",
-        choices=("serve", "doctor", "journal", "export", "import"),
-        default="serve",
-        help="serve (default), doctor (check the setup), journal (read the safety journal; "
-        "see threecx-mcp journal --help), export or import (the blacklist as a CSV or JSON file; "
-        "see threecx-mcp export --help, threecx-mcp import --help)",
+        "--transport",
+        choices=("stdio", "http"),
+        default="stdio",
+        help="stdio (default) for clients that start the server, http (streamable HTTP) for clients "
+        "that connect to a URL",
     )
-    parser.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="default: stdio")
-    parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     parser.add_argument(
-        "--sandbox", action="store_true", help="use the embedded sandbox PBX (THREECX_SANDBOX=true)"
+        "--host", type=host_address, default="127.0.0.1", help="HTTP: the address to bind (default 127.0.0.1)"
     )
+    parser.add_argument(
+        "--port", type=port_number, default=8000, help="HTTP: the port to listen on, 1-65535 (default 8000)"
+    )
+    _sandbox_option(parser)
     parser.add_argument(
         "--read-only", action="store_true", help="register no write tools (THREECX_READ_ONLY=true)"
     )
+    parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)  # to say where it belongs
+    parser.add_argument("--version", action="version", version=f"threecx-mcp {__version__}")
+    return parser
+
+
+def _doctor_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="threecx-mcp doctor",
+        description="Check, one line each, that this machine can manage the PBX's blacklist: which "
+        "settings were read and from where (names only), every missing or wrong setting, that the "
+        "safety journal's folder is writable, then DNS, TCP, TLS, the API client's token and "
+        "permission to read the blacklist. Each FAIL says what to do. Exit code 0 only if all pass.",
+        epilog=_SETTINGS_HELP.format(folder=user_config_dir()),
+    )
+    _sandbox_option(parser)
+    parser.set_defaults(read_only=False)  # what a running server would register does not matter here
     parser.add_argument(
         "--probe",
         action="store_true",
-        help="doctor only: once the checks pass, try out how the PBX treats writes, paging and filters, "
-        "with one marker entry that is removed afterwards (journaled)",
+        help="once the checks pass, try out how the PBX treats writes, paging and filters, with one "
+        "marker entry that is removed afterwards (journaled); exit code 1 if a step fails",
     )
-    parser.add_argument("--version", action="version", version=f"threecx-mcp {__version__}")
-    args = parser.parse_args(argv)
-    if args.probe and args.command != "doctor":
+    return parser
+
+
+def _sandbox_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="use the embedded sandbox PBX instead of THREECX_URL (as THREECX_SANDBOX=true does)",
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Options of `serve` (the default) or `doctor`; `journal`, `export` and `import` parse their own.
+
+    A command comes first: `threecx-mcp doctor --sandbox`. Usage errors exit with code 2.
+    """
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = words[0] if words[:1] in (["serve"], ["doctor"]) else "serve"
+    if command != "serve" or words[:1] == ["serve"]:
+        words = words[1:]
+    parser = _doctor_parser() if command == "doctor" else _serve_parser()
+    misplaced = next((word for word in words if word in COMMANDS), None)
+    if misplaced is not None:
+        parser.error(f"give the command first, then its options: threecx-mcp {misplaced} --help shows them")
+    args = parser.parse_args(words)
+    if command == "serve" and args.probe:
         parser.error("--probe goes with the doctor command: threecx-mcp doctor --probe")
+    args.command = command
     return args
 
 
@@ -104,6 +209,7 @@ def client_factory(settings: Settings) -> Callable[[], XapiClient]:
             SecretStr(SANDBOX_CLIENT_SECRET),
             timeout=settings.timeout,
             transport=httpx2.ASGITransport(app=sandbox.app),
+            max_in_flight=settings.max_in_flight,
         )
     connection = settings.connection()  # resolved once: fails fast, before a client connects
     shared = shared_token_file(settings, connection)
@@ -227,10 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.load(**overrides)
         if args.command == "doctor":
             return doctor(settings, probe=args.probe)
-        if args.command == "journal":
-            return journal([])
-        if args.command in ("export", "import"):  # reached only when options came before the command
-            raise ConfigError(f"Give the options after the command: threecx-mcp {args.command} --help.")
+        if notice := settings.sandbox_notice():
+            logger.warning("%s", notice)
         factory = client_factory(settings)
         if args.transport == "stdio":
             serve_stdio(
@@ -242,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = http_app(settings, factory, args.host)
         listener = bind(args.host, args.port)
     except ConfigError as exc:
-        print(f"threecx-mcp: {exc.user_message()}", file=sys.stderr)
+        for problem in exc.problems if isinstance(exc, SettingsIncomplete) else (exc,):  # a line each
+            print(f"threecx-mcp: {problem.user_message()}", file=sys.stderr)
         return 2
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     pbx = "the sandbox PBX" if settings.sandbox else settings.endpoint().origin
@@ -410,28 +515,38 @@ def doctor(settings: Settings, *, probe: bool = False) -> int:
                     "url": pbx.url,
                     "client_id": SANDBOX_CLIENT_ID,
                     "client_secret": SecretStr(SANDBOX_CLIENT_SECRET),
+                    "client_secret_file": None,
+                    "ca_bundle": None,
                     "sandbox": False,
                 }
             )
             # This sandbox lives only as long as the command: its token is not worth sharing.
             connection = sandbox_settings.connection()
-            return _doctor(
-                sandbox_settings, lambda: XapiClient.from_connection(connection), journal_for(settings), probe
-            )
+            return _doctor(sandbox_settings, lambda: XapiClient.from_connection(connection), settings, probe)
     # Made once the settings check passed, so a bad setting is reported as a doctor line.
-    return _doctor(settings, lambda: client_factory(settings)(), journal_for(settings), probe)
+    return _doctor(settings, lambda: client_factory(settings)(), settings, probe)
 
 
-def _doctor(settings: Settings, factory: Callable[[], XapiClient], journal: Journal, probe: bool) -> int:
-    checks = anyio.run(run_checks, settings, factory)
-    for check in checks:
-        print(check.line())
+def _doctor(checked: Settings, factory: Callable[[], XapiClient], settings: Settings, probe: bool) -> int:
+    """Print what `settings` read, then `checked`'s checks (the sandbox's, when it stands in for the PBX);
+    the journal is `settings`', opened only to probe, since naming its PBX needs a valid THREECX_URL."""
+    said = [sources(settings), *([sandbox_mode(settings)] if settings.sandbox else [])]
+    checks = anyio.run(lambda: run_checks(checked, factory, journal=settings.journal_path()))
+    for finding in [*said, *checks]:
+        print(finding.line())
     ok = all(c.ok for c in checks)
-    print("All checks passed." if ok else "Some checks failed; fix the first FAIL and run doctor again.")
+    if ok:
+        print(
+            "All checks passed on the sandbox PBX; your PBX was not checked."
+            if settings.sandbox
+            else "All checks passed."
+        )
+    else:
+        print("Some checks failed; fix each FAIL above and run doctor again.")
     if not ok or not probe:
         return 0 if ok else 1
     print("Probing the PBX with one marker entry (removed at the end):")
-    return probe_pbx(factory, journal)
+    return probe_pbx(factory, journal_for(settings))
 
 
 def probe_pbx(factory: Callable[[], XapiClient], journal: Journal) -> int:

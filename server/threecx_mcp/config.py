@@ -1,22 +1,93 @@
-"""Settings from the environment (and an optional .env), and PBX URL normalisation."""
+"""Settings from the environment and .env files, where they came from, and PBX URL normalisation.
+
+Precedence, highest first: the command line (`--sandbox`, `--read-only`), environment variables
+(what a client's `env` block sets), a `.env` in the working directory, a `.env` in the user config
+directory. Desktop clients start the server in a folder the user cannot choose, so the user config
+directory is where a desktop user keeps settings; a project folder's `.env` is more specific and
+wins over it, and a client configuration's own `env` wins over both.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, EnvSettingsSource, SettingsConfigDict
 
 from .display import quoted
 from .errors import ConfigError
 
 ENV_PREFIX = "THREECX_"
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+_T = TypeVar("_T")
+# Where to look for the user's .env instead of the per-user config directory (tests, portable setups).
+CONFIG_DIR_VARIABLE = f"{ENV_PREFIX}CONFIG_DIR"
+ENVIRONMENT = "the environment"
+COMMAND_LINE = "the command line"
+
+
+def user_config_dir() -> Path:
+    """The folder whose .env applies wherever the server starts: THREECX_CONFIG_DIR, or the per-user
+    config directory (~/.config/threecx-mcp on Linux, ~/Library/Application Support/threecx-mcp on
+    macOS, %LOCALAPPDATA%\\threecx-mcp on Windows)."""
+    chosen = os.environ.get(CONFIG_DIR_VARIABLE, "").strip()
+    return Path(chosen) if chosen else Path(platformdirs.user_config_dir("threecx-mcp", appauthor=False))
+
+
+def env_files() -> tuple[Path, ...]:
+    """The .env files to read, lowest precedence first (pydantic-settings lets a later file win)."""
+    user, local = user_config_dir() / ".env", Path.cwd() / ".env"
+    same = user.exists() and local.exists() and user.resolve() == local.resolve()
+    return (local,) if same else (user, local)
+
+
+@dataclass(frozen=True)
+class SettingSources:
+    """Where each setting came from, by variable name, for `doctor`; never a value, so never a secret.
+
+    `origin` maps each THREECX_* variable in effect to its source: the environment, a .env file's
+    path, or the command line. `unknown` maps THREECX_* names the server does not know (typos, such
+    as THREECX_CLIENT_SECERT) to where they were found: each is otherwise silently ignored.
+    """
+
+    env_files: tuple[Path, ...]
+    origin: Mapping[str, str] = field(default_factory=dict)
+    unknown: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def find(
+        cls, settings: type[BaseSettings], files: tuple[Path, ...], overrides: Mapping[str, object]
+    ) -> SettingSources:
+        """Read the same sources pydantic-settings reads, in its order, noting which one wins."""
+        known = {f"{ENV_PREFIX}{name}".upper() for name in settings.model_fields}
+        origin: dict[str, str] = {}
+        unknown: dict[str, str] = {}
+        readers: list[tuple[str, EnvSettingsSource]] = [
+            (str(path), DotEnvSettingsSource(settings, env_file=path)) for path in files if path.is_file()
+        ]
+        readers.append((ENVIRONMENT, EnvSettingsSource(settings)))
+        for where, reader in readers:  # lowest precedence first: a later source overwrites
+            for name, value in reader.env_vars.items():
+                variable = name.upper()
+                if not variable.startswith(ENV_PREFIX) or not value:
+                    continue
+                if variable in known:
+                    origin[variable] = where
+                elif variable != CONFIG_DIR_VARIABLE:
+                    unknown[variable] = where
+        origin.update({f"{ENV_PREFIX}{name}".upper(): COMMAND_LINE for name in overrides})
+        return cls(files, origin, unknown)
+
+    def where(self, variable: str) -> str:
+        return self.origin.get(variable, "nowhere")
 
 
 @dataclass(frozen=True)
@@ -84,6 +155,14 @@ class PbxEndpoint:
         return cls(f"{scheme}://{netloc}")
 
 
+class SettingsIncomplete(ConfigError):
+    """Several settings are missing or wrong: each is in `problems`, and the message names them all."""
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        super().__init__(" ".join(problem.user_message() for problem in problems))
+        self.problems = tuple(problems)
+
+
 @dataclass(frozen=True)
 class Connection:
     """One PBX and how to reach it, resolved and validated once from the settings.
@@ -109,7 +188,9 @@ class Connection:
 class Settings(BaseSettings):
     """Everything the server reads from THREECX_* variables."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    # The .env files are chosen at load time (`env_files`); an empty value counts as unset, as a
+    # client's form leaves an optional field.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
 
     url: str | None = None
     client_id: str | None = None
@@ -124,6 +205,7 @@ class Settings(BaseSettings):
     journal: Path | None = None
     journal_retention_days: int = Field(default=90, ge=0, le=36_500)
     mcp_auth_token: SecretStr | None = None
+    _sources: SettingSources = PrivateAttr(default_factory=lambda: SettingSources(()))
 
     @field_validator("client_id", "url", mode="after")
     @classmethod
@@ -132,21 +214,61 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls, **overrides: object) -> Settings:
-        """Read the environment, turning pydantic's report into one line per variable."""
+        """Read the environment and the .env files once, turning pydantic's report into one line per
+        variable that names where the bad value came from."""
+        files = env_files()
+        sources = SettingSources.find(cls, files, overrides)
         try:
-            return cls(**overrides)  # type: ignore[arg-type]
+            settings = cls(_env_file=files, **overrides)  # type: ignore[arg-type,call-arg]
         except ValidationError as exc:
             problems = "; ".join(
-                f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}"
+                f"{variable} (from {sources.where(variable)}): {err['msg']}"
                 for err in exc.errors(include_input=False)
+                for variable in [f"{ENV_PREFIX}{str(err['loc'][0]).upper()}"]
             )
             raise ConfigError(f"Invalid settings: {problems}.") from None
+        settings._sources = sources
+        return settings
+
+    @property
+    def sources(self) -> SettingSources:
+        """Where each setting came from (empty for settings not made by `load`)."""
+        return self._sources
 
     def connection(self) -> Connection:
-        """The PBX, credentials and TLS trust, checked together; raises ConfigError naming what to fix."""
-        endpoint = self.endpoint()
-        client_id, secret = self.credentials()
-        return Connection(endpoint, client_id, secret, self.tls_verify(), self.timeout, self.max_in_flight)
+        """The PBX, credentials and TLS trust, checked together; raises ConfigError naming every
+        setting to fix at once (a `SettingsIncomplete` listing them), not one per attempt."""
+        problems: list[ConfigError] = []
+
+        def attempt(resolve: Callable[[], _T]) -> _T | None:
+            try:
+                return resolve()
+            except ConfigError as exc:
+                problems.append(exc)
+                return None
+
+        endpoint, client_id = attempt(self.endpoint), attempt(self.api_client_id)
+        secret, verify = attempt(self.api_key), attempt(self.tls_verify)
+        if problems:
+            raise SettingsIncomplete(problems)
+        assert endpoint is not None and client_id is not None and secret is not None and verify is not None
+        return Connection(endpoint, client_id, secret, verify, self.timeout, self.max_in_flight)
+
+    def sandbox_notice(self) -> str | None:
+        """Said wherever the sandbox is in use while THREECX_URL names a PBX, so that a forgotten
+        THREECX_SANDBOX cannot silently stand in for the real PBX; None when no PBX is named."""
+        if not self.sandbox or self.url is None:
+            return None
+        variable = f"{ENV_PREFIX}SANDBOX"
+        if self.sources.where(variable) == COMMAND_LINE:
+            how, fix = "--sandbox", "Run without --sandbox to use that PBX."
+        else:
+            how = f"{variable}=true from {self.sources.where(variable)}"
+            fix = f"Remove {variable} to use that PBX."
+        return (
+            f"Using the embedded sandbox PBX ({how}), not a real one: {ENV_PREFIX}URL is set but ignored, "
+            f"and nothing is changed on that PBX. {fix}"
+        )
 
     def journal_path(self) -> Path:
         """THREECX_JOURNAL, or the per-user state directory (the sandbox keeps its own file)."""
@@ -166,11 +288,18 @@ class Settings(BaseSettings):
 
     def credentials(self) -> tuple[str, SecretStr]:
         """The API client's id and key, read from a file if so configured."""
+        return self.api_client_id(), self.api_key()
+
+    def api_client_id(self) -> str:
         if self.client_id is None:
             raise ConfigError(
                 f"{ENV_PREFIX}CLIENT_ID is not set. Create an API client in the 3CX admin console "
                 "(Integrations > API) and use its Client ID."
             )
+        return self.client_id
+
+    def api_key(self) -> SecretStr:
+        """The API key, from THREECX_CLIENT_SECRET or the file THREECX_CLIENT_SECRET_FILE names."""
         if self.client_secret is not None and self.client_secret_file is not None:
             raise ConfigError(
                 f"Both {ENV_PREFIX}CLIENT_SECRET and {ENV_PREFIX}CLIENT_SECRET_FILE are set; keep only one."
@@ -187,13 +316,13 @@ class Settings(BaseSettings):
                 raise ConfigError(
                     f"{ENV_PREFIX}CLIENT_SECRET_FILE {quoted(str(self.client_secret_file), 120)} is empty."
                 )
-            return self.client_id, SecretStr(secret)
+            return SecretStr(secret)
         if self.client_secret is None or not self.client_secret.get_secret_value().strip():
             raise ConfigError(
                 f"{ENV_PREFIX}CLIENT_SECRET is not set. Use the API key shown when the API client was "
                 f"created (or point {ENV_PREFIX}CLIENT_SECRET_FILE at a file holding it)."
             )
-        return self.client_id, SecretStr(self.client_secret.get_secret_value().strip())
+        return SecretStr(self.client_secret.get_secret_value().strip())
 
     def tls_verify(self) -> bool | ssl.SSLContext:
         """What httpx2 should verify against: the system store, a CA bundle, or nothing."""

@@ -10,9 +10,19 @@ first (see `sanitise`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from .sanitise import capped, escaped_pieces, redact
 
 _QUOTING = '\\"'
+_KINDS = {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}
+
+
+def kind_of(value: Any) -> str:
+    """What a JSON value is, in words, for errors that must not echo the value itself."""
+    return (
+        "null" if value is None else _KINDS.get(type(value), "text" if isinstance(value, str) else "a value")
+    )
 
 
 def escape(text: str) -> str:

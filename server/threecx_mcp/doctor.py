@@ -1,6 +1,9 @@
 """`threecx-mcp doctor`: check, step by step, that this machine can manage the PBX's blacklist.
 
-Each failure names its own cause and fix: a TLS failure is diagnosed from the exception's cause
+First what was read (which .env files and variables, by name only: a value could be the API key),
+then every setting that is missing or wrong at once, whether the journal's folder takes an fsynced
+write (an unwritable journal stops every change the tools would make), and then the network, in
+order. Each failure names its own cause and fix: a TLS failure is diagnosed from the exception's cause
 chain (see `http_errors.tls_error`), so an IP address instead of the certificate's name, an
 expired certificate, or a port that speaks the other protocol is never answered with "set
 THREECX_CA_BUNDLE". Every line passes the sanitiser: what the PBX said is shown redacted and escaped.
@@ -8,26 +11,31 @@ THREECX_CA_BUNDLE". Every line passes the sanitiser: what the PBX said is shown 
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import anyio
 import anyio.abc
 
 from .client import XapiClient
-from .config import Connection, PbxEndpoint, Settings
-from .errors import HttpsOnlyPort, ThreeCXMcpError
+from .config import COMMAND_LINE, Connection, PbxEndpoint, Settings, SettingsIncomplete, user_config_dir
+from .errors import HttpsOnlyPort, JournalError, ThreeCXMcpError, in_words
 from .http_errors import tls_error
+from .journal import JournalRefused, open_regular_file
 from .sanitise import clean
 
 _LINE_LIMIT = 2_000
 _SCHEME_PROBE_SECONDS = 5.0  # a plain-HTTP server may wait for more than a TLS hello: then it is not TLS
 
 
-Verdict = Literal["PASS", "NOTE", "FAIL"]
+# INFO: what doctor read, not a check; NOTE: works, but worth knowing.
+Verdict = Literal["INFO", "PASS", "NOTE", "FAIL"]
 
 
 @dataclass(frozen=True)
@@ -50,20 +58,87 @@ def _check(name: str, ok: bool, detail: str) -> Finding:
     return Finding(name, "PASS" if ok else "FAIL", detail)
 
 
-async def run_checks(
-    settings: Settings, make_client: Callable[[], XapiClient] | None = None
-) -> list[Finding]:
-    """Every check in order; the first failure ends the run, since later checks would only repeat it.
+def sources(settings: Settings) -> Finding:
+    """Which .env files and which variables were read, by name; where to put a .env a desktop client finds."""
+    by_source: dict[str, list[str]] = {}
+    for variable, where in sorted(settings.sources.origin.items()):
+        by_source.setdefault(where, []).append(variable)
+    read = "; ".join(f"{', '.join(names)} from {where}" for where, names in by_source.items())
+    sentences = [f"read {read}" if read else "no THREECX_* setting found"]
+    absent = [str(path) for path in settings.sources.env_files if not path.is_file()]
+    if absent:
+        sentences.append(f"No .env at {' or '.join(absent)}")
+    sentences.append(
+        f"Settings for every folder go in {user_config_dir() / '.env'} (precedence: the command line, "
+        "the environment, a .env in the working directory, then that file)"
+    )
+    if unknown := settings.sources.unknown:
+        names = ", ".join(f"{name} (from {where})" for name, where in sorted(unknown.items()))
+        sentences.append(f"Ignored, as no setting has that name: {names}")
+    return Finding("sources", "INFO", ". ".join(sentences) + ".")
 
-    `make_client` is how the CLI shares the running servers' token (see `token_store`): a doctor
-    minting its own token would end theirs, since 3CX keeps one per API client.
+
+def sandbox_mode(settings: Settings) -> Finding:
+    """Said first when doctor tests the sandbox: a forgotten THREECX_SANDBOX must never pass for the PBX."""
+    notice = settings.sandbox_notice()
+    origin = settings.sources.where("THREECX_SANDBOX")
+    how = "--sandbox" if origin == COMMAND_LINE else f"THREECX_SANDBOX=true from {origin}"
+    return Finding(
+        "sandbox",
+        "NOTE",
+        notice or f"testing the embedded sandbox PBX ({how}), not a real one; nothing here checks your PBX",
+    )
+
+
+def check_journal(path: Path) -> Finding:
+    """Create, fsync and delete a file beside the journal: a failure here would stop every tool's change,
+    since nothing is changed on the PBX before the journal holds its record. The folder is created as the
+    server would on first use (mode 0700)."""
+    folder = path.parent
+    try:
+        if not folder.is_dir():
+            folder.mkdir(parents=True, mode=0o700)
+        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=".doctor-", suffix=".probe")
+        try:
+            os.write(descriptor, b"threecx-mcp doctor\n")
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+            os.unlink(probe)
+        if path.exists() or path.is_symlink():
+            os.close(open_regular_file(path, os.O_RDWR))
+    except JournalRefused as exc:
+        problem = f"{path} cannot be the journal: {exc.reason}; move it away"
+    except (FileExistsError, NotADirectoryError):  # a file where a folder on the way should be
+        blocking = next(p for p in (folder, *folder.parents) if p.exists())
+        problem = f"cannot make the journal {path}: {blocking} is a file, not a folder; move it away"
+    except OSError as exc:
+        reason = exc.strerror or "an operating-system error"
+        problem = f"cannot write the journal {path} ({reason}); make {folder} writable for this user"
+    else:
+        return _check("journal", True, f"{path} (its folder takes an fsynced write)")
+    return _check("journal", False, f"{problem}. {JournalError.hint}")
+
+
+async def run_checks(
+    settings: Settings, make_client: Callable[[], XapiClient] | None = None, *, journal: Path | None = None
+) -> list[Finding]:
+    """Every check in order: every settings problem, the journal, then the network, where the first
+    failure ends the run, since later steps would only repeat it.
+
+    `journal` is the journal file to check (default: the one `settings` names). `make_client` is how
+    the CLI shares the running servers' token (see `token_store`): a doctor minting its own token
+    would end theirs, since 3CX keeps one per API client.
     """
+    journal_check = await anyio.to_thread.run_sync(check_journal, journal or settings.journal_path())
     try:
         connection = settings.connection()
+    except SettingsIncomplete as exc:
+        return [*(_check("settings", False, p.user_message()) for p in exc.problems), journal_check]
     except ThreeCXMcpError as exc:
-        return [_check("settings", False, exc.user_message())]
+        return [_check("settings", False, exc.user_message()), journal_check]
     endpoint = connection.endpoint
-    checks = [_check("settings", True, f"PBX at {endpoint.origin}")]
+    checks = [_check("settings", True, f"PBX at {endpoint.origin}"), journal_check]
 
     steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [
         ("dns", lambda: _resolve(endpoint)),
@@ -77,9 +152,8 @@ async def run_checks(
         try:
             checks.append(_check(name, True, await step()))
         except (OSError, TimeoutError, ThreeCXMcpError) as exc:
-            checks.append(
-                _check(name, False, _explain(name, exc, endpoint, ca_bundle=settings.ca_bundle is not None))
-            )
+            explained = _explain(name, exc, connection, ca_bundle=settings.ca_bundle is not None)
+            checks.append(_check(name, False, explained))
             return checks
 
     async with (make_client or (lambda: XapiClient.from_connection(connection)))() as client:
@@ -146,18 +220,31 @@ async def _close(stream: anyio.abc.ByteStream) -> None:
         pass
 
 
-def _explain(step: str, exc: BaseException, endpoint: PbxEndpoint, *, ca_bundle: bool) -> str:
+def _explain(step: str, exc: BaseException, connection: Connection, *, ca_bundle: bool) -> str:
+    endpoint = connection.endpoint
     if isinstance(exc, ThreeCXMcpError):
         return exc.user_message()
     if step == "tls":
         tls = tls_error(exc, endpoint.origin, ca_bundle=ca_bundle)
         if tls is not None:
             return tls.user_message()
-    fixes = {
-        "dns": f"cannot resolve {endpoint.host}: check the spelling in THREECX_URL and this machine's DNS.",
-        "tcp": f"nothing answers on {endpoint.host}:{endpoint.port}: check the port in THREECX_URL "
-        "(3CX often uses 5001) and any firewall in between.",
-        "tls": f"the TLS handshake with {endpoint.host}:{endpoint.port} failed: check that THREECX_URL names "
-        "the PBX's HTTPS address and port.",
-    }
-    return f"{fixes[step]} ({type(exc).__name__}: {exc})"
+    where = f"{endpoint.host}:{endpoint.port}"
+    failed, fix = {
+        "dns": (
+            f"cannot resolve {endpoint.host}",
+            "check the spelling in THREECX_URL and this machine's DNS",
+        ),
+        "tcp": (
+            f"nothing answers on {where}",
+            "check the port in THREECX_URL (3CX often uses 5001) and any firewall in between",
+        ),
+        "tls": (
+            f"the TLS handshake with {where} failed",
+            "check that THREECX_URL names the PBX's HTTPS address and port",
+        ),
+    }[step]
+    if isinstance(exc, TimeoutError):
+        said = f"no answer within {in_words(connection.timeout)}"
+    else:  # the operating system's words, never a Python class name
+        said = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or "no reason given"
+    return f"{failed} ({said}): {fix}."

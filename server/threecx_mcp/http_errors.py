@@ -146,10 +146,20 @@ def _origin(response: httpx2.Response) -> str:
     return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
 
 
+_TIMED_OUT = {
+    httpx2.ConnectTimeout: "while connecting",
+    httpx2.WriteTimeout: "while sending the request",
+    httpx2.ReadTimeout: "while waiting for its answer",
+    httpx2.PoolTimeout: "waiting for a free connection",
+}
+
+
 def error_from_transport(exc: httpx2.TransportError, url: str) -> PbxUnreachable:
     """Name the kind of network failure (for TLS, its cause and fix) without leaking request headers."""
     if isinstance(exc, httpx2.TimeoutException):
-        return PbxTimeout(f"The PBX at {url} did not answer in time ({type(exc).__name__}).")
+        return PbxTimeout(
+            f"The PBX at {url} did not answer in time ({_TIMED_OUT.get(type(exc), 'in time')})."
+        )
     tls = tls_error(exc, url)
     if tls is not None:
         return tls

@@ -44,6 +44,7 @@ from typing import TypeVar
 
 import anyio.to_thread
 
+from .display import escape
 from .errors import JournalError
 
 logger = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ class Journal:
                 reason = _sqlite_reason(exc, self.path)
             except UnicodeEncodeError:
                 reason = "a text holds an unpaired UTF-16 surrogate, which cannot be stored"
-        raise JournalError(f"Cannot {verb} the safety journal '{self.path}' ({reason}).")
+        raise JournalError(f"Cannot {verb} the safety journal {escape(str(self.path))} ({reason}).")
 
     def _open(self) -> sqlite3.Connection:
         """Open, retrying while another process is opening the same file at once: switching to WAL

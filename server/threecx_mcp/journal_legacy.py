@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from .display import escape, kind_of
 from .errors import JournalError
 from .journal import (
     EntryImage,
@@ -183,7 +184,7 @@ def _read(source: Path) -> bytes | None:
         return None
     except (JournalRefused, OSError) as exc:
         reason = exc.reason if isinstance(exc, JournalRefused) else exc.strerror or type(exc).__name__
-        raise JournalError(f"Cannot read the 0.1 safety journal '{source}' ({reason}).") from None
+        raise JournalError(f"Cannot read the 0.1 safety journal {escape(str(source))} ({reason}).") from None
     with open(fd, "rb") as handle:
         return handle.read()
 
@@ -211,7 +212,7 @@ def _record(raw: bytes) -> tuple[int, dict[str, Any]]:
 
 def _object(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _Unreadable(f"not a 0.1 journal record (JSON {type(value).__name__} instead of an object)")
+        raise _Unreadable(f"not a 0.1 journal record ({kind_of(value)} in JSON instead of an object)")
     return value
 
 

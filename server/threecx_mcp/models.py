@@ -9,7 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from .caller_ids import MAX_CALLER_ID_LENGTH, character_name
 from .client import BlacklistRecord
-from .display import quoted
+from .display import kind_of, quoted
 
 MAX_DESCRIPTION_LENGTH = 255
 MAX_ID_LENGTH = 1000
@@ -19,15 +19,6 @@ MAX_SEARCH_LENGTH = 200
 MAX_LISTED_RESULTS = 100
 MAX_ARGUMENT_DEPTH = 32  # no tool takes more than a list of scalars; deeper input is an attack or a bug
 _MAX_NUMBER_BITS = 3_300  # about MAX_ID_LENGTH decimal digits; str() of a far longer int raises
-
-_KINDS = {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}
-
-
-def kind_of(value: Any) -> str:
-    """What a JSON value is, in words, for errors that must not echo the value itself."""
-    return (
-        "null" if value is None else _KINDS.get(type(value), "text" if isinstance(value, str) else "a value")
-    )
 
 
 def nesting_depth(value: Any, limit: int = MAX_ARGUMENT_DEPTH) -> int:
@@ -455,7 +446,9 @@ EntryList = Annotated[
     ),
 ]
 
-BulkAddStatus = Literal["added", "already_present", "invalid", "duplicate", "failed", "unknown", "would_add"]
+BulkAddStatus = Literal[
+    "added", "already_present", "invalid", "duplicate", "skipped", "failed", "unknown", "would_add"
+]
 
 
 class AddOutcome(BaseModel):
@@ -479,6 +472,11 @@ class BulkAddResult(BulkWriteHead):
     already_present: int = Field(description="Caller IDs the blacklist already held (left alone).")
     invalid: int = Field(description="Entries refused before sending (see each reason).")
     duplicate: int = Field(description="Entries folded into an earlier entry with the same caller ID.")
+    skipped: int = Field(
+        default=0,
+        description="Entries not added because the user did not agree to add them: the plan or question they "
+        "answered showed them as already blocked.",
+    )
     failed: int
     unknown: int = Field(description="Entries whose request got no answer: the PBX may still add them.")
     would_add: int = Field(default=0, description="Dry run or plan only: entries that would be added.")
@@ -489,5 +487,7 @@ class BulkAddResult(BulkWriteHead):
     omitted: int = Field(
         default=0, description="Per-entry results left out of `results`; `details` has them all."
     )
-    details: str | None = Field(default=None, description="MCP resource URI with every added entry's result.")
+    details: str | None = Field(
+        default=None, description="MCP resource URI with every row's result, those not sent included."
+    )
     warnings: list[str] = Field(default_factory=list)

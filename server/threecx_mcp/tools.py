@@ -194,7 +194,7 @@ async def _ask_before_adding(
             return None, None  # the tool refuses the list with the reason
         to_add = (await bulk_add.prepare(_client(ctx), parsed, allow_broad_pattern)).to_add
         if not to_add:
-            return None, None  # nothing would be added: nothing to confirm
+            return None, []  # nothing would be added: nothing to confirm, and nothing may be
         count, broad = len(to_add), [c.caller_id for c in to_add if c.broad]
         text = (
             f"Add {count} entr{'y' if count == 1 else 'ies'} to the PBX's blacklist? Those callers will be "
@@ -203,7 +203,7 @@ async def _ask_before_adding(
         )
         if broad:
             text += f" {len(broad)} of them block (nearly) every caller: {caller_id_list(broad, len(broad))}."
-        return text, None  # an add is bound by its entries: nothing else to remember
+        return text, [c.caller_id for c in to_add]  # the add is bound to these: the user saw them
 
     return await ask_before_bulk_write(dry_run, ctx, question)
 
@@ -231,16 +231,19 @@ async def add_blacklist_numbers(
     parsed = parse_entries(entries)
     client, journal = _client(ctx), _journal(ctx)
 
-    async def run(dry: bool, progress: ProgressFn, seen: object) -> tuple[BulkAddResult, object]:
-        # Adding is bound by the plan's entry set alone: what exists meanwhile is skipped as already_present.
+    async def run(dry: bool, progress: ProgressFn, seen: list[str] | None) -> tuple[BulkAddResult, object]:
+        # Bound to the caller IDs the user saw as to be added: one blocked then and unblocked since is
+        # skipped, one added by someone meanwhile is already_present.
+        if dry:
+            return await bulk_add.preview(client, parsed, allow_broad_pattern)
         added = await bulk_add.bulk_add(
             client,
             journal,
             parsed,
-            dry_run=dry,
+            dry_run=False,
             allow_broad_pattern=allow_broad_pattern,
-            max_in_flight=client.max_in_flight,
             progress=progress,
+            shown=seen,
         )
         return added, None
 
@@ -427,15 +430,8 @@ async def restore_blacklist_numbers(
         "this restore removes entries from the blacklist (it undoes adding them), so those callers "
         "would no longer be blocked, and the user must agree. Show the user which entries.",
     )
-    client = _client(ctx)
     result = await restore.restore(
-        client,
-        _journal(ctx),
-        operation_id,
-        id_list,
-        overwrite=overwrite,
-        max_in_flight=client.max_in_flight,
-        progress=ctx.report_progress,
+        _client(ctx), _journal(ctx), operation_id, id_list, overwrite=overwrite, progress=ctx.report_progress
     )
     return tool_result(result)
 

@@ -28,7 +28,7 @@ from .display import escape, quoted
 from .errors import ConfigError, InvalidArgument, ThreeCXMcpError
 from .journal import Journal
 from .models import BulkAddResult
-from .operations.bulk_add import bulk_add
+from .operations import bulk_add
 from .operations.entry_lists import MAX_TEXT_BYTES, EntryInput, parse_entries
 from .operations.export import read_blacklist, to_csv, to_json
 
@@ -58,6 +58,8 @@ def main(argv: Sequence[str], connect: Connect) -> int:
     prog = f"threecx-mcp {args.command}"
     try:
         settings = Settings.load(**({"sandbox": True} if args.sandbox else {}))
+        if notice := settings.sandbox_notice():
+            print(f"{prog}: {notice}", file=sys.stderr)
         factory, journal = connect(settings)
     except ConfigError as exc:
         print(f"{prog}: {exc.user_message()}", file=sys.stderr)
@@ -65,7 +67,7 @@ def main(argv: Sequence[str], connect: Connect) -> int:
     try:
         if args.command == "export":
             return _export(args, factory)
-        return _import(args, factory, journal, settings.max_in_flight)
+        return _import(args, factory, journal)
     except _Refusal as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.code
@@ -136,14 +138,12 @@ def _export(args: argparse.Namespace, factory: Callable[[], XapiClient]) -> int:
     return EXIT_OK
 
 
-def _import(
-    args: argparse.Namespace, factory: Callable[[], XapiClient], journal: Journal, max_in_flight: int
-) -> int:
+def _import(args: argparse.Namespace, factory: Callable[[], XapiClient], journal: Journal) -> int:
     entries = _entries(Path(args.file))
 
     async def run() -> BulkAddResult:
         async with factory() as client:
-            preview = await bulk_add(client, journal, entries, dry_run=True)
+            preview, shown = await bulk_add.preview(client, entries, allow_broad_pattern=False)
             _report(preview)
             if args.dry_run or not preview.would_add:
                 return preview
@@ -151,8 +151,13 @@ def _import(
                 _confirmed, preview.would_add, journal.pbx
             ):
                 raise _Refusal("Nothing was added.", EXIT_INCOMPLETE)
-            result = await bulk_add(
-                client, journal, entries, dry_run=False, max_in_flight=max_in_flight, progress=_progress
+            result = await bulk_add.bulk_add(
+                client,
+                journal,
+                entries,
+                dry_run=False,
+                progress=_progress,
+                shown=shown,  # what the terminal showed as to be added, and the user agreed to
             )
             _report(result)
             return result

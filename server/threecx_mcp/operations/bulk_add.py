@@ -3,47 +3,59 @@
 Public API (the `add_blacklist_numbers` tool and `threecx-mcp import` both use it):
 
     bulk_add(client, journal, entries: Sequence[EntryInput], *, dry_run: bool,
-             allow_broad_pattern: bool = False, max_in_flight: int = 8,
-             progress: ProgressFn = no_progress) -> BulkAddResult
+             allow_broad_pattern: bool = False, progress: ProgressFn = no_progress,
+             shown: Collection[str] | None = None) -> BulkAddResult
+    preview(client, entries, allow_broad_pattern) -> (BulkAddResult, caller IDs it would add)
     prepare(client, entries, allow_broad_pattern) -> Prepared   # what would be added (reads only)
     plan_request(entries, allow_broad_pattern) -> list          # what a confirmation plan is bound to
     declined(entries) -> BulkAddResult
 
 Each entry gets exactly one status: `invalid` (the single add's rules refuse it; the reason says
 why), `duplicate` (the same caller ID, once normalised, as an earlier entry), `already_present`
-(the PBX holds that caller ID: the existing entry's id is given), `added`, `failed` (the PBX's
-reason) or `unknown` (the request got no answer and the entry cannot be found: the PBX may still
-add it). The entries to add are journaled before the first request (kind `add`, no before-image),
-so restoring the operation removes what it added. Requests go out through an `AdaptiveLimiter`;
-whatever ends the run (a PBX failure, a timeout, a cancellation), entries without a clean answer
-are looked up by caller ID before the journal is closed, and those never sent say so.
+(the PBX holds that caller ID: the existing entry's id is given), `skipped` (with `shown`, the
+caller IDs the user agreed to add: one they did not see as to be added, because it was blocked
+then, is not added now), `added`, `failed` (the PBX's reason) or `unknown` (the request got no
+answer and the entry cannot be found: the PBX may still add it). Every row is journaled before the
+first request (kind `add`, no before-image): the entries to add as pending, the others as they end,
+so the operation's record accounts for each row given and restoring it removes only what it added.
+Requests go out through the PBX's `AdaptiveLimiter`; whatever ends the run (a PBX failure, a
+timeout, a cancellation), entries without a clean answer are looked up by caller ID before the
+journal is closed, and those never sent say so. A PBX naming one id for two new entries is not
+believed for either: both are looked up by caller ID.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
 
 import anyio
 
 from ..caller_ids import check_caller_id
 from ..client import BlacklistRecord, XapiClient
+from ..display import quoted
 from ..errors import InvalidArgument, PbxError, PbxUnreachable
 from ..journal import EntryImage, ItemRecord, Journal, OperationKind
 from ..models import AddOutcome, BulkAddResult, checked_description
+from ..sanitise import clean
 from .bulk_delete import ProgressFn, no_progress
-from .concurrency import DEFAULT_MAX_IN_FLIGHT, AdaptiveLimiter, for_each
+from .callers import Blocklist, pattern_entries
+from .concurrency import AdaptiveLimiter, for_each, limiter_for
 from .entry_lists import EntryInput
 from .journaling import begin, end
-from .outcomes import FATAL, REFUSED
+from .outcomes import REFUSED, stops_the_operation
 from .reporting import Row, bounded_rows, counts, operation_uri, yielding
 
 _PROGRESS_EVERY = 100  # entries per progress notification
 _SETTLE_SECONDS = 15.0  # looking up what an interrupted add left, before letting the cancellation go
-_IMPORTANT = ("invalid", "failed", "unknown", "duplicate", "already_present")
-_COUNTED = ("added", "already_present", "invalid", "duplicate", "failed", "unknown", "would_add")
+_IMPORTANT = ("invalid", "failed", "unknown", "skipped", "duplicate", "already_present")
+_COUNTED = ("added", "already_present", "invalid", "duplicate", "skipped", "failed", "unknown", "would_add")
+_UNSHOWN = (
+    "not added: when the user agreed, it was already blocked, so they were not asked to add it; ask again "
+    "to add it now"
+)
 
-__all__ = ["Prepared", "bulk_add", "declined", "no_progress", "plan_request", "prepare"]
+__all__ = ["Prepared", "bulk_add", "declined", "no_progress", "plan_request", "prepare", "preview"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,20 +109,57 @@ def plan_request(entries: Sequence[EntryInput], allow_broad_pattern: bool) -> li
 
 @dataclass(frozen=True)
 class Prepared:
-    """Every entry checked, and which of the candidates the PBX already holds (by caller ID)."""
+    """Every entry checked, which of the candidates the PBX already holds (by caller ID), and which the
+    user was not shown as to be added (`unshown`: they are skipped)."""
 
     checked: list[_Checked]
     existing: dict[str, BlacklistRecord]
+    covered: dict[str, str] = field(default_factory=dict)  # caller ID -> which patterns block it already
+    unshown: frozenset[str] = frozenset()
+
+    def note(self, checked: _Checked) -> str | None:
+        """What to say about a candidate that is added: its normalisation, and any pattern blocking it."""
+        said = [n for n in (checked.note, self.covered.get(checked.caller_id)) if n]
+        return " ".join(said) or None
 
     @property
     def to_add(self) -> list[_Checked]:
-        return [c for c in self.checked if c.status == "candidate" and c.caller_id not in self.existing]
+        return [
+            c
+            for c in self.checked
+            if c.status == "candidate"
+            and c.caller_id not in self.existing
+            and c.caller_id not in self.unshown
+        ]
 
 
 async def prepare(client: XapiClient, entries: Sequence[EntryInput], allow_broad_pattern: bool) -> Prepared:
+    """Every entry checked, looked up by caller ID, and matched against the blacklist's patterns: an
+    entry a pattern already blocks is still added (the user listed it) but says which pattern."""
     checked = _check(entries, allow_broad_pattern)
     candidates = [c.caller_id for c in checked if c.status == "candidate"]
-    return Prepared(checked, await client.find_by_caller_ids(candidates) if candidates else {})
+    if not candidates:
+        return Prepared(checked, {})
+    existing = await client.find_by_caller_ids(candidates)
+    patterns = Blocklist({}, await pattern_entries(client))
+    covered = {}
+    for caller_id in candidates:
+        blockers = [] if caller_id in existing else patterns.blockers(caller_id)
+        if blockers:
+            named = ", ".join(f"{quoted(b.entry.caller_id, 40)} (id {b.entry.id})" for b in blockers[:3])
+            more = f" and {len(blockers) - 3} more" if len(blockers) > 3 else ""
+            covered[caller_id] = (
+                f"Already blocked by the pattern(s) {named}{more}; added as its own entry too."
+            )
+    return Prepared(checked, existing, covered)
+
+
+async def preview(
+    client: XapiClient, entries: Sequence[EntryInput], allow_broad_pattern: bool
+) -> tuple[BulkAddResult, list[str]]:
+    """The dry run, and the caller IDs it would add: what a plan or question shows, so what may be added."""
+    prepared = await prepare(client, entries, allow_broad_pattern)
+    return await _summarise(prepared, None, "dry_run", None, []), [c.caller_id for c in prepared.to_add]
 
 
 async def bulk_add(
@@ -120,17 +169,23 @@ async def bulk_add(
     *,
     dry_run: bool,
     allow_broad_pattern: bool = False,
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     progress: ProgressFn = no_progress,
+    shown: Collection[str] | None = None,
 ) -> BulkAddResult:
-    """Add the entries the PBX lacks, at most `max_in_flight` requests at once; see the module's doc."""
+    """Add the entries the PBX lacks, at most `client.max_in_flight` requests at once; see the module's doc.
+
+    With `shown` (the caller IDs the user agreed to add), an entry to add that is not among them is
+    `skipped`: it was blocked when they agreed, and they agreed to add what they saw, not what changed.
+    """
     prepared = await prepare(client, entries, allow_broad_pattern)
+    if shown is not None:
+        agreed = frozenset(shown)
+        prepared = replace(prepared, unshown=frozenset(c.caller_id for c in prepared.to_add) - agreed)
     to_add = prepared.to_add
     if dry_run or not to_add:
         return await _summarise(prepared, None, "dry_run" if dry_run else "completed", None, [])
-    items = [ItemRecord(before=None, after=EntryImage("", c.caller_id, c.description)) for c in to_add]
-    operation_id = await begin(journal, OperationKind.ADD, items)
-    run = _AddRun(to_add, AdaptiveLimiter(max_in_flight), progress)
+    run = _AddRun(to_add, limiter_for(client), progress, settled=_settled_rows(prepared))
+    operation_id = await begin(journal, OperationKind.ADD, run.final_items())
     try:
         await run.send(client)
         await run.verify(client, run.to_check)
@@ -143,6 +198,32 @@ async def bulk_add(
     outcome = "partial" if any(s in ("failed", "unknown") for s in run.statuses.values()) else "completed"
     warnings = await end(journal, operation_id, outcome, run.final_items())
     return await _summarise(prepared, run, outcome, operation_id, warnings)
+
+
+def _settled_rows(prepared: Prepared) -> list[ItemRecord]:
+    """The journal's record of every row that is not sent (invalid, repeated, present, not agreed to).
+
+    An invalid row is kept as given but escaped and capped (`clean`): it may hold what a database
+    cannot store (an unpaired surrogate) or be very long, and it is shown, never sent.
+    """
+    items = []
+    for checked in prepared.checked:
+        row = _row(checked, prepared, None, None, "completed")
+        if row.status == "added":
+            continue
+        caller_id, description = checked.caller_id, checked.description
+        if row.status == "invalid":
+            caller_id, description = clean(caller_id), None if description is None else clean(description)
+        said = f"row {row.id}" + (f": {row.reason}" if row.reason else "")
+        items.append(
+            ItemRecord(
+                before=None,
+                after=EntryImage(row.current_id or "", caller_id, description),
+                status=row.status,
+                reason=said,
+            )
+        )
+    return items
 
 
 @dataclass
@@ -158,17 +239,21 @@ class _AddRun:
     in_flight: set[int] = field(default_factory=set)  # sent, no answer yet: stays set if we are cut short
     to_check: set[int] = field(default_factory=set)  # answered with an error: look them up by caller ID
     refused: set[int] = field(default_factory=set)  # the PBX refused them: it did not add them
+    claimed: dict[str, list[int]] = field(default_factory=dict)  # id the PBX named -> entries it named it for
+    settled: list[ItemRecord] = field(default_factory=list)  # the rows never to be sent, as they ended
     fatal: PbxError | None = None
     done: int = 0
+    started: bool = False
 
     async def send(self, client: XapiClient) -> None:
+        self.started = True
         await for_each(range(len(self.planned)), lambda i: self._add(client, i), workers=self.limiter.ceiling)
 
     async def _add(self, client: XapiClient, index: int) -> None:
         entry = self.planned[index]
         if self.fatal is not None:
             self.statuses[index] = "failed"
-            self.reasons[index] = f"not sent after an earlier failure: {self.fatal.message}"
+            self.reasons[index] = f"not sent after an earlier failure: {self.fatal.user_message()}"
         else:
 
             async def create() -> BlacklistRecord:
@@ -185,15 +270,29 @@ class _AddRun:
                     self.refused.add(index)
                 # A refusal or an error answer: not added unless found; no answer at all: unknown unless found.
                 self.statuses[index] = "unknown" if isinstance(exc, PbxUnreachable) else "failed"
-                self.fatal = exc if isinstance(exc, FATAL) else self.fatal
+                self.fatal = exc if stops_the_operation(exc) else self.fatal
             else:
                 self.in_flight.discard(index)
-                self.ids[index], self.statuses[index] = record.id, "added"
+                self._created(index, record.id)
         self.done += 1
         if self.done % _PROGRESS_EVERY == 0 or self.done == len(self.planned):
             await self.progress(
                 self.done, len(self.planned), f"added {self.done} of {len(self.planned)} entries"
             )
+
+    def _created(self, index: int, entry_id: str) -> None:
+        """Added, under the id the PBX named, unless it named that id for another new entry too: then
+        neither id can be trusted (undo would delete the wrong entry), so both are looked up by caller ID."""
+        claimants = self.claimed.setdefault(entry_id, [])
+        claimants.append(index)
+        if len(claimants) == 1:
+            self.ids[index], self.statuses[index] = entry_id, "added"
+            return
+        for claimant in claimants:
+            self.ids.pop(claimant, None)
+            self.statuses[claimant] = "unknown"
+            self.reasons[claimant] = f"the PBX named the same id ({entry_id}) for more than one new entry"
+            self.to_check.add(claimant)
 
     async def verify(self, client: XapiClient, indices: set[int]) -> None:
         """Look up by caller ID the entries without a clean answer: found as sent is added, found otherwise
@@ -224,18 +323,22 @@ class _AddRun:
         self.to_check -= indices
 
     def final_items(self) -> list[ItemRecord]:
-        """Every planned entry as it ended; those never sent are failed, saying so."""
+        """Every planned entry as it ended (those never sent are failed, saying so), then every input row
+        that was never to be sent, so that the journal accounts for each row given."""
         items = []
         for index, entry in enumerate(self.planned):
-            status = self.statuses.get(index, "failed")
+            status = self.statuses.get(index, "failed" if self.started else "pending")
             reason = self.reasons.get(index, "not sent: the operation was interrupted first")
             after = EntryImage(self.ids.get(index, ""), entry.caller_id, entry.description)
             items.append(
                 ItemRecord(
-                    before=None, after=after, status=status, reason=None if status == "added" else reason
+                    before=None,
+                    after=after,
+                    status=status,
+                    reason=None if status in ("added", "pending") else reason,
                 )
             )
-        return items
+        return items + self.settled
 
 
 async def _summarise(
@@ -244,13 +347,14 @@ async def _summarise(
     position = {id(c): i for i, c in enumerate(run.planned)} if run is not None else {}
     rows: list[Row] = []
     async for checked in yielding(prepared.checked):
-        rows.append(_row(checked, prepared.existing, run, position.get(id(checked)), outcome))
+        rows.append(_row(checked, prepared, run, position.get(id(checked)), outcome))
     tally = counts(rows)
     counted = {status: tally.get(status, 0) for status in _COUNTED}
     listed, omitted = bounded_rows(rows, important=_IMPORTANT)
     others = (
         f"{counted['already_present']} already present, {counted['invalid']} invalid, "
         f"{counted['duplicate']} duplicates folded"
+        + (f", {counted['skipped']} skipped (blocked when the user agreed)" if counted["skipped"] else "")
     )
     if outcome == "dry_run":
         summary = f"Dry run: {counted['would_add']} would be added, {others}; nothing was added."
@@ -275,6 +379,7 @@ async def _summarise(
         already_present=counted["already_present"],
         invalid=counted["invalid"],
         duplicate=counted["duplicate"],
+        skipped=counted["skipped"],
         failed=counted["failed"],
         unknown=counted["unknown"],
         would_add=counted["would_add"],
@@ -283,7 +388,7 @@ async def _summarise(
 
 def _row(
     checked: _Checked,
-    existing: dict[str, BlacklistRecord],
+    prepared: Prepared,
     run: _AddRun | None,
     index: int | None,
     outcome: str,
@@ -292,14 +397,21 @@ def _row(
     row, caller_id, description = str(checked.entry.row), checked.caller_id, checked.description
     if checked.status != "candidate":
         return Row(row, checked.status, caller_id, description, checked.reason)
-    if caller_id in existing:
-        return Row(row, "already_present", caller_id, description, checked.note, existing[caller_id].id)
+    if caller_id in prepared.existing:
+        existing = prepared.existing[caller_id]
+        return Row(row, "already_present", caller_id, description, checked.note, existing.id)
+    if caller_id in prepared.unshown:
+        return Row(row, "skipped", caller_id, description, _UNSHOWN)
     if run is None or index is None:
         return Row(
-            row, "would_add" if outcome == "dry_run" else "added", caller_id, description, checked.note
+            row,
+            "would_add" if outcome == "dry_run" else "added",
+            caller_id,
+            description,
+            prepared.note(checked),
         )
     status = run.statuses.get(index, "failed")
-    reason = checked.note if status == "added" else run.reasons.get(index)
+    reason = prepared.note(checked) if status == "added" else run.reasons.get(index)
     return Row(row, status, caller_id, description, reason, run.ids.get(index))
 
 

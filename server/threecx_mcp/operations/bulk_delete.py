@@ -19,7 +19,7 @@ from ..errors import PbxError, PbxUnreachable
 from ..journal import EntryImage, ItemRecord, Journal, OperationKind
 from ..models import BulkDeleteResult, DeleteOutcome
 from .journaling import begin, end
-from .outcomes import FATAL
+from .outcomes import stops_the_operation
 from .reporting import Row, bounded_rows, counts, operation_uri, yielding
 
 BULK_CHUNK_SIZE = 500
@@ -109,10 +109,12 @@ class _BulkRun:
                 self.reasons.update(dict.fromkeys(chunk, exc.user_message()))
                 if isinstance(exc, PbxUnreachable):
                     self.uncertain.update(chunk)
-                if isinstance(exc, FATAL):
+                if stops_the_operation(exc):
                     skipped = [i for later in chunks[number + 1 :] for i in later]
                     self.reasons.update(
-                        dict.fromkeys(skipped, f"not attempted after an earlier failure: {exc.message}")
+                        dict.fromkeys(
+                            skipped, f"not attempted after an earlier failure: {exc.user_message()}"
+                        )
                     )
                     self.in_flight = []
                     break

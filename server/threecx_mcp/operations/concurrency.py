@@ -14,6 +14,9 @@ are handled by one event loop in turn, so each waits for all the others' handlin
 pace never holds back a window that is full anyway (`limit` requests each taking the average time);
 it only spreads them out.
 
+There is one limiter per client, so per PBX (`limiter_for`): two bulk operations at once share the bound
+and the pace, and the PBX never sees more than `max_in_flight` of this server's writes at a time.
+
 The client tells the limiter about each 429/503 it meets (including those it retries by itself,
 which the caller never sees) through `client.throttle_listener`, a context variable that each slot
 sets for the task that holds it.
@@ -24,11 +27,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import TypeVar
+from weakref import WeakKeyDictionary
 
 import anyio
 
-from ..client import throttle_listener
+from ..client import XapiClient, throttle_listener
 from ..errors import RateLimited
+from .outcomes import LONGEST_WAIT_SECONDS
 
 DEFAULT_MAX_IN_FLIGHT = 8
 MAX_IN_FLIGHT_LIMIT = 64
@@ -36,7 +41,6 @@ MAX_IN_FLIGHT_LIMIT = 64
 # the PBX refused it before doing anything, so sending it again is always safe.
 _THROTTLED_ATTEMPTS = 4
 _THROTTLED_PAUSE = 1.0  # seconds all workers wait after such a 429 when the PBX named no wait
-_MAX_PAUSE = 120.0  # a Retry-After is honoured up to this; a longer one is the PBX's problem to state
 # Pacing: starts are spaced by this share of (average request time / limit), so the pace is always a
 # little faster than a full window can go and never the bottleneck; the average is smoothed over about
 # 1 / _SMOOTHING requests.
@@ -44,6 +48,7 @@ _PACE_SHARE = 0.85
 _SMOOTHING = 0.1
 
 _T = TypeVar("_T")
+_LIMITERS: WeakKeyDictionary[XapiClient, AdaptiveLimiter] = WeakKeyDictionary()
 
 
 class AdaptiveLimiter:
@@ -66,12 +71,13 @@ class AdaptiveLimiter:
         self._next_start = 0.0  # anyio clock: the paced start of the next request
 
     def throttled(self, retry_after: float | None) -> None:
-        """A 429 or 503: halve the limit, and pause every worker for the PBX's Retry-After."""
+        """A 429 or 503: halve the limit, and pause every worker for the PBX's Retry-After (one longer
+        than an operation waits ends the operation instead: see `outcomes.stops_the_operation`)."""
         self.throttles += 1
         self.limit = max(1, self.limit // 2)
         self._clean = 0
-        if retry_after is not None:
-            self._resume_at = max(self._resume_at, anyio.current_time() + min(retry_after, _MAX_PAUSE))
+        if retry_after is not None and retry_after <= LONGEST_WAIT_SECONDS:
+            self._resume_at = max(self._resume_at, anyio.current_time() + retry_after)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -92,16 +98,17 @@ class AdaptiveLimiter:
             self._wake()
 
     async def call(self, request: Callable[[], Awaitable[_T]]) -> _T:
-        """`request()` in a slot; a 429 the client gave up on is sent again after the pause, a few times."""
+        """`request()` in a slot; a 429 the client gave up on is sent again after the pause, a few times,
+        unless the PBX asked for a wait longer than an operation waits (then it is the caller's failure)."""
         for attempt in range(1, _THROTTLED_ATTEMPTS + 1):
             async with self.slot():
                 try:
                     return await request()
                 except RateLimited as exc:
-                    if attempt == _THROTTLED_ATTEMPTS:
-                        raise
                     pause = exc.retry_after if exc.retry_after is not None else _THROTTLED_PAUSE
-                    self._resume_at = max(self._resume_at, anyio.current_time() + min(pause, _MAX_PAUSE))
+                    if attempt == _THROTTLED_ATTEMPTS or pause > LONGEST_WAIT_SECONDS:
+                        raise
+                    self._resume_at = max(self._resume_at, anyio.current_time() + pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _acquire(self) -> None:
@@ -140,6 +147,14 @@ class AdaptiveLimiter:
     def _wake(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
+
+
+def limiter_for(client: XapiClient) -> AdaptiveLimiter:
+    """The one limiter of this client's PBX (`client.max_in_flight` places), made when first needed."""
+    limiter = _LIMITERS.get(client)
+    if limiter is None:
+        limiter = _LIMITERS[client] = AdaptiveLimiter(client.max_in_flight)
+    return limiter
 
 
 async def for_each(items: Iterable[_T], work: Callable[[_T], Awaitable[None]], *, workers: int) -> None:

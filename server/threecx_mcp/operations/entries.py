@@ -19,6 +19,10 @@ from .outcomes import REFUSED
 _MAX_CURSOR_LENGTH = 2_000
 
 
+def _listing(search: str | None) -> str:
+    return "the listing without a search" if search is None else f"the search {quoted(search)}"
+
+
 def _not_found(entry_id: str) -> InvalidArgument:
     return InvalidArgument(
         f"No blacklist entry with id {quoted(entry_id)}; use list_blacklist_numbers to find it. Nothing was changed."
@@ -67,7 +71,7 @@ class _Cursor:
             ) from None
         if cursor_search != search:
             raise InvalidArgument(
-                f"cursor belongs to the search {quoted(cursor_search)}, not {quoted(search)}; repeat that search or omit cursor."
+                f"cursor belongs to {_listing(cursor_search)}, not {_listing(search)}; repeat that listing or omit cursor."
             )
         return cls(search, (after[0], after[1]), seen)
 

@@ -21,9 +21,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..display import kind_of as _kind
 from ..display import quoted
 from ..errors import InvalidArgument
-from ..models import kind_of as _kind
 from .export import from_cell
 
 MAX_ENTRIES = 10_000
@@ -36,6 +36,10 @@ _EXAMPLE = (
     "caller_id,description, or a JSON string holding such a list"
 )
 _BOM = "\ufeff"
+# A caller ID given as a JSON number: 100 digits is more than any caller ID may hold (see caller_ids).
+_LONGEST_NUMBER_DIGITS = 100
+_LONGEST_NUMBER_BITS = 333  # 10**100 needs 333 bits
+_TOO_LONG_A_NUMBER = "a number of more than 100 digits, longer than any caller ID; send caller IDs as text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +85,7 @@ def _text_entries(text: str) -> list[Any]:
     text = text.removeprefix(_BOM)
     if text.lstrip()[:1] in ("[", "{"):  # JSON; CSV never starts with either (its header does not)
         try:
-            loaded = json.loads(text)
+            loaded = json.loads(text, parse_int=_json_integer)
         except RecursionError:
             raise _invalid(f"entries holds JSON nested too deeply; {_EXAMPLE}.") from None
         except ValueError as exc:
@@ -144,10 +148,19 @@ def _entry(row: int, item: object) -> EntryInput:
     caller_id = item["caller_id"]
     if isinstance(caller_id, bool) or not isinstance(caller_id, str | int):
         raise ValueError(f"caller_id must be text, not {_kind(caller_id)}")
+    if isinstance(caller_id, int) and caller_id.bit_length() > _LONGEST_NUMBER_BITS:
+        raise ValueError(_TOO_LONG_A_NUMBER)
     description = item.get("description")
     if description is not None and not isinstance(description, str):
         raise ValueError(f"description must be text, not {_kind(description)}")
     return EntryInput(row, str(caller_id), description or None)
+
+
+def _json_integer(digits: str) -> int:
+    """A JSON integer; one too long for any caller ID is refused before Python's own digit limit is hit."""
+    if len(digits.lstrip("-")) > _LONGEST_NUMBER_DIGITS:
+        raise ValueError(_TOO_LONG_A_NUMBER)
+    return int(digits)
 
 
 def _invalid(message: str) -> InvalidArgument:

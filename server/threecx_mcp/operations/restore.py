@@ -18,9 +18,9 @@ from ..errors import InvalidArgument, NotFound, PbxError
 from ..journal import EntryImage, ItemRecord, Journal, OperationKind
 from ..models import RestoreOutcome, RestoreResult
 from .bulk_delete import ProgressFn, no_progress
-from .concurrency import DEFAULT_MAX_IN_FLIGHT, AdaptiveLimiter, for_each
+from .concurrency import AdaptiveLimiter, for_each, limiter_for
 from .journaling import begin, end
-from .outcomes import FATAL, REFUSED, UNCHANGED
+from .outcomes import REFUSED, UNCHANGED, stops_the_operation
 from .reporting import Row, bounded_rows, counts, operation_uri, yielding
 
 _MAX_NAMED_IDS = 20
@@ -57,12 +57,11 @@ async def restore(
     ids: Sequence[str] | None,
     *,
     overwrite: bool = False,
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     progress: ProgressFn = no_progress,
 ) -> RestoreResult:
     """Make the PBX match the journal's before-images where it still matches what the operation left.
 
-    The creates, patches and deletes go out at most `max_in_flight` at once (see `concurrency`); each
+    The creates, patches and deletes go out at most `client.max_in_flight` at once (see `concurrency`); each
     touches its own entry and two creates of one caller ID are never planned, and the deletes go
     before the patches and those before the creates, so a caller ID is freed before it is taken.
     """
@@ -73,7 +72,7 @@ async def restore(
         return await _result(steps, {}, None, operation_id, "nothing_to_do", [])
     planned = [s.journal_item() async for s in yielding(actions)]
     restore_id = await begin(journal, OperationKind.RESTORE, planned, undoes=operation_id)
-    run = _RestoreRun(actions, planned, AdaptiveLimiter(max_in_flight))
+    run = _RestoreRun(actions, planned, limiter_for(client))
     try:
         await run.apply(client, progress)
     except BaseException:
@@ -197,12 +196,13 @@ class _RestoreRun:
         self.ended: dict[int, tuple[ItemRecord, str | None]] = {}  # by position: the item as it ended, its id
         self.in_flight: set[int] = set()  # sent, no answer yet: stays set if we are cut short
         self.fatal: PbxError | None = None
+        self.claimed: dict[str, list[int]] = {}  # id a create's answer named -> the positions it named it for
 
     async def apply(self, client: XapiClient, progress: ProgressFn) -> None:
         async def one(position: int) -> None:
             step = self.actions[position]
             if self.fatal is not None:
-                reason = f"not attempted after an earlier failure: {self.fatal.message}"
+                reason = f"not attempted after an earlier failure: {self.fatal.user_message()}"
                 self._record(position, "failed", None, reason)
                 return
 
@@ -216,10 +216,13 @@ class _RestoreRun:
                 self.in_flight.discard(position)
                 refused = isinstance(exc, (*REFUSED, NotFound))  # anything else may still have been applied
                 self._record(position, "failed" if refused else "unknown", None, exc.user_message())
-                self.fatal = exc if isinstance(exc, FATAL) else self.fatal
+                self.fatal = exc if stops_the_operation(exc) else self.fatal
                 return
             self.in_flight.discard(position)
-            self._record(position, step.status, current_id, None)
+            if step.action == "create" and current_id is not None:
+                self._created(position, step.status, current_id)
+            else:
+                self._record(position, step.status, current_id, None)
             done = len(self.ended)
             if done % _PROGRESS_EVERY == 0 or done == len(self.actions):
                 await progress(done, len(self.actions), f"restored {done} of {len(self.actions)} entries")
@@ -228,6 +231,19 @@ class _RestoreRun:
         for action in ("delete", "patch", "create"):
             positions = [p for p, step in enumerate(self.actions) if step.action == action]
             await for_each(positions, one, workers=self.limiter.ceiling)
+
+    def _created(self, position: int, status: str, entry_id: str) -> None:
+        """Re-created under the id the PBX named, unless it named that id for another re-creation too:
+        then neither id can be trusted, and both are journaled unknown without one, so that undoing this
+        restore looks them up by caller ID instead of deleting whatever holds that id."""
+        claimants = self.claimed.setdefault(entry_id, [])
+        claimants.append(position)
+        if len(claimants) == 1:
+            self._record(position, status, entry_id, None)
+            return
+        for claimant in claimants:
+            reason = f"the PBX named the same id ({entry_id}) for more than one re-created entry"
+            self._record(claimant, "unknown", None, reason)
 
     def _record(self, position: int, status: str, current_id: str | None, reason: str | None) -> None:
         planned = self.planned[position]

@@ -29,7 +29,7 @@ class LoopbackServer:
         config = uvicorn.Config(
             app,
             interface="asgi3",
-            log_level="warning",
+            log_level="error",  # a TLS probe of a plain port (doctor's scheme check) is not worth a warning
             lifespan="auto",
             access_log=False,
             ssl_certfile=certfile,
