@@ -15,9 +15,10 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
-from threecx_mcp.cli import client_factory, http_app
 from threecx_mcp.config import Settings
+from threecx_mcp.http_transport import http_app
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
+from threecx_mcp.wiring import client_factory
 
 BENCH_TOKEN = "bench-bearer-token-0123456789-abcdefghij"
 

@@ -18,9 +18,9 @@ from mcp import Client
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from threecx_mcp.cli import client_factory
 from threecx_mcp.journal import Journal
 from threecx_mcp.server import build_server
+from threecx_mcp.wiring import client_factory
 
 from bench.harness import machine, with_plan
 from bench.undo import RemotePbx, remote_pbx

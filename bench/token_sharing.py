@@ -3,7 +3,7 @@
 3CX keeps one live token per API client, so processes that each mint their own end each other's
 sessions. With the shared token file they converge on one token. Two OS processes x 8 workers x
 15 s against the sandbox PBX on loopback, reporting token requests (mints), calls and failures.
-Each process builds its XAPI client the way `threecx-mcp` does (`cli.client_factory`, settings
+Each process builds its XAPI client the way `threecx-mcp` does (`wiring.client_factory`, settings
 pointing at the PBX, state in one directory), so the wiring is measured, not just the token file.
 
 `python bench/token_sharing.py [--processes 2 --workers 8 --seconds 15] [--without-sharing]`
@@ -25,7 +25,6 @@ import anyio
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pydantic import SecretStr
-from threecx_mcp.cli import client_factory
 from threecx_mcp.client import XapiClient
 from threecx_mcp.config import Settings
 from threecx_mcp.errors import PbxError
@@ -36,6 +35,7 @@ from threecx_mcp.sandbox import (
     LoopbackServer,
     Sandbox,
 )
+from threecx_mcp.wiring import client_factory
 
 from bench.harness import machine
 

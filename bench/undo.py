@@ -30,7 +30,6 @@ from pydantic import SecretStr
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from threecx_mcp.cli import client_factory
 from threecx_mcp.client import XapiClient
 from threecx_mcp.config import Settings
 from threecx_mcp.journal import Journal
@@ -42,6 +41,7 @@ from threecx_mcp.sandbox import (
     Sandbox,
 )
 from threecx_mcp.server import BlacklistServer, build_server
+from threecx_mcp.wiring import client_factory
 
 from bench.harness import BENCH_TOKEN, Stack, machine, stack, with_plan
 

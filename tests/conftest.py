@@ -68,7 +68,8 @@ def client_factory(sandbox_url: str):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def http_server(sandbox: Sandbox, pbx_settings: Settings) -> Iterator[str]:
     """The MCP server over streamable HTTP on 127.0.0.1, bearer-protected, managing the sandbox."""
-    from threecx_mcp.cli import client_factory, http_app
+    from threecx_mcp.http_transport import http_app
+    from threecx_mcp.wiring import client_factory
 
     with LoopbackServer(http_app(pbx_settings, client_factory(pbx_settings), "127.0.0.1")) as server:
         yield server.url

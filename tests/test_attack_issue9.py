@@ -845,8 +845,8 @@ async def test_defect_a_0_1_journal_configured_without_the_jsonl_suffix_breaks_e
     """0.1 documented THREECX_JOURNAL as "the safety journal file" and any name worked (journal.log).
     After the upgrade that same path is opened as the SQLite store: every change is refused ("not a
     SQLite database") and the 0.1 history is never imported, so its operations cannot be restored."""
-    from threecx_mcp.cli import journal_for
     from threecx_mcp.config import PbxEndpoint, Settings
+    from threecx_mcp.wiring import journal_for
 
     old = tmp_path / "journal.log"
     begin = {

@@ -82,8 +82,9 @@ def test_issue9_goal_measurements_do_the_work() -> None:
 
 def test_latency_bench_does_the_work_within_the_bound() -> None:
     rows = anyio.run(latency.measure, (30,), (0.005,), 30)
-    # Per size: add (one lookup by caller ID, one create each), delete (plan, lookup, delete, check),
-    # restore (one create each, after its reads); the sandbox never saw more in flight than allowed.
+    # Per size: add (one lookup by caller ID, one search for patterns, one create each), delete (plan,
+    # lookup, delete, check), restore (one create each, after its reads); the sandbox never saw more in
+    # flight than allowed.
     assert [(r.operation, r.entries) for r in rows] == [("add", 30), ("delete", 30), ("restore", 30)]
     assert all(r.peak_in_flight <= r.max_in_flight for r in rows)
     assert max(r.peak_in_flight for r in rows if r.operation != "delete") > 1  # the writes overlap

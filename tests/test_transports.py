@@ -14,9 +14,9 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from pydantic import SecretStr
-from threecx_mcp.cli import RequireBearerToken, http_app
 from threecx_mcp.config import Settings
 from threecx_mcp.errors import ConfigError
+from threecx_mcp.http_transport import RequireBearerToken, http_app
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Sandbox
 
 from .support import AUTH_TOKEN, REPO, SUBPROCESS_JOURNAL, call_confirmed, console_script, run_console
@@ -154,7 +154,7 @@ async def test_http_refuses_unauthenticated_and_rebinding_requests(
 
 def test_binding_beyond_loopback_requires_a_token() -> None:
     settings = Settings.load(sandbox=True)
-    from threecx_mcp.cli import client_factory
+    from threecx_mcp.wiring import client_factory
 
     with pytest.raises(ConfigError, match="THREECX_MCP_AUTH_TOKEN"):
         http_app(settings, client_factory(settings), "0.0.0.0")
@@ -287,7 +287,7 @@ def test_http_command_serves_what_it_announces(tmp_path: Path) -> None:
 def test_a_short_auth_token_is_refused_with_how_to_make_one(host: str) -> None:
     short = "s3cr3t-" + "x" * 24  # 31 characters
     settings = Settings.load(sandbox=True, mcp_auth_token=SecretStr(short))
-    from threecx_mcp.cli import client_factory
+    from threecx_mcp.wiring import client_factory
 
     with pytest.raises(ConfigError) as refused:
         http_app(settings, client_factory(settings), host)
@@ -345,8 +345,9 @@ def applying(plan_answer: bytes) -> dict[str, object]:
 async def test_a_session_flood_on_loopback_does_not_lock_clients_out(pbx_settings: Settings) -> None:
     """0.1 kept a flood's sessions for 30 minutes and refused every new client meanwhile (503)."""
     import anyio
-    from threecx_mcp.cli import MAX_SESSIONS, client_factory
+    from threecx_mcp.http_transport import MAX_SESSIONS
     from threecx_mcp.sandbox import LoopbackServer
+    from threecx_mcp.wiring import client_factory
 
     settings = pbx_settings.model_copy(
         update={"mcp_auth_token": None}
@@ -538,7 +539,7 @@ async def test_without_file_locking_each_process_keeps_its_own_token_and_says_so
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from threecx_mcp.cli import client_factory
+    from threecx_mcp.wiring import client_factory
 
     settings = pbx_settings
     with monkeypatch.context() as windows:

@@ -4,42 +4,29 @@ or `import`."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import hmac
 import ipaddress
 import logging
-import os
 import re
-import signal
-import socket
 import sys
 import textwrap
-import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Self
+from collections.abc import Callable, Sequence
 
 import anyio
-import httpx2
-import uvicorn
-from mcp.server.mcpserver import MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import SecretStr
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__, journal_cli, transfer_cli
 from .client import XapiClient
-from .config import Connection, PbxEndpoint, Settings, SettingsIncomplete, user_config_dir
-from .confirmation import PlanBook
+from .config import Settings, SettingsIncomplete, user_config_dir
 from .display import escape, quoted
 from .doctor import run_checks, sandbox_mode, sources
 from .errors import ConfigError
+from .http_transport import bind, http_app, serve_http
 from .journal import Journal
 from .probe import run_probe
 from .sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 from .server import build_server
-from .token_store import TokenFile
+from .stdio_transport import serve_stdio
+from .wiring import client_factory, journal_for, pbx_key, plans_for
 
 logger = logging.getLogger(__name__)
 
@@ -183,140 +170,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-SANDBOX_PBX_KEY = "sandbox"
-
-
-def pbx_key(settings: Settings) -> str:
-    """How the journal names the PBX this server manages."""
-    return SANDBOX_PBX_KEY if settings.sandbox else settings.endpoint().origin
-
-
-def journal_for(settings: Settings) -> Journal:
-    return Journal(settings.journal_path(), pbx_key(settings), retention_days=settings.journal_retention_days)
-
-
-def plans_for(settings: Settings) -> PlanBook:
-    """Plans beside the journal, so a client that starts a server per call can still apply one."""
-    return PlanBook(settings.journal_path().parent / "plans.sqlite3")
-
-
-def client_factory(settings: Settings) -> Callable[[], XapiClient]:
-    if settings.sandbox:  # in-process: no port, no credentials to set
-        sandbox = Sandbox()
-        return lambda: XapiClient(
-            PbxEndpoint.parse("http://sandbox.pbx.invalid"),
-            SANDBOX_CLIENT_ID,
-            SecretStr(SANDBOX_CLIENT_SECRET),
-            timeout=settings.timeout,
-            transport=httpx2.ASGITransport(app=sandbox.app),
-            max_in_flight=settings.max_in_flight,
-        )
-    connection = settings.connection()  # resolved once: fails fast, before a client connects
-    shared = shared_token_file(settings, connection)
-    return lambda: XapiClient.from_connection(connection, token_file=shared)
-
-
-def shared_token_file(settings: Settings, connection: Connection) -> TokenFile | None:
-    """The token file this machine's servers on this PBX and API client share (see `token_store`).
-
-    3CX keeps one token per API client, so two servers minting their own (two desktop clients, or
-    stdio beside HTTP) would end each other's sessions. The file lives in the state directory, beside
-    the journal: where THREECX_JOURNAL moves this server's state (a writable volume, a test's own
-    directory), the tokens go too. Where files cannot be locked (Windows) each process keeps its own
-    token, and this says so once, at start.
-    """
-    directory = settings.journal_path().parent / "tokens"
-    shared = TokenFile.for_client(
-        connection.endpoint.origin,
-        connection.client_id,
-        connection.client_secret.get_secret_value(),
-        directory,
-    )
-    if shared is None:
-        logger.warning(
-            "This platform cannot lock files, so the PBX token is not shared with other threecx-mcp "
-            "processes: give each process that runs at the same time its own API client."
-        )
-    return shared
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-class RequireBearerToken:
-    """Refuse every HTTP request that lacks `Authorization: Bearer <THREECX_MCP_AUTH_TOKEN>`."""
-
-    def __init__(self, app: ASGIApp, token: SecretStr) -> None:
-        self.app = app
-        self._expected = f"Bearer {token.get_secret_value()}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self._expected):
-                response = JSONResponse(
-                    {
-                        "error": "unauthorized",
-                        "error_description": "Send Authorization: Bearer <THREECX_MCP_AUTH_TOKEN>.",
-                    },
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-MIN_AUTH_TOKEN_LENGTH = 32
-MAKE_A_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
-# Sessions cost memory and the SDK refuses new ones (503) at the cap, so a local flood of `initialize`
-# requests could lock every client out until the flood's sessions expire (30 minutes by default).
-# A session with a request in flight (real clients hold a GET stream open) never idles; a flood's
-# sessions idle at once, so they go after SESSION_IDLE_TIMEOUT seconds and a real client is back
-# within seconds. A client that idles without a stream gets 404 and, per the spec, opens a new session.
-SESSION_IDLE_TIMEOUT = 10.0
-MAX_SESSIONS = 1_000
-
-
-def auth_token(settings: Settings, host: str) -> SecretStr | None:
-    """The bearer token to demand, refusing one short enough to guess; None (blank) only on loopback."""
-    token = settings.mcp_auth_token
-    if token is None or not token.get_secret_value():
-        if is_loopback(host):
-            return None
-        raise ConfigError(
-            f"Serving on {host} exposes the PBX to the network: set THREECX_MCP_AUTH_TOKEN to a long random "
-            f"value (clients send it as a bearer token; make one with {MAKE_A_TOKEN}), or bind 127.0.0.1."
-        )
-    if len(token.get_secret_value()) < MIN_AUTH_TOKEN_LENGTH:
-        raise ConfigError(
-            f"THREECX_MCP_AUTH_TOKEN is {len(token.get_secret_value())} characters; it needs at least "
-            f"{MIN_AUTH_TOKEN_LENGTH} random ones so it cannot be guessed. Make one with {MAKE_A_TOKEN}."
-        )
-    return token
-
-
-def http_app(settings: Settings, factory: Callable[[], XapiClient], host: str) -> ASGIApp:
-    token = auth_token(settings, host)
-    server = build_server(
-        factory, journal_for(settings), read_only=settings.read_only, plans=plans_for(settings)
-    )
-    security = None if is_loopback(host) else TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    app: ASGIApp = server.streamable_http_app(
-        host=host,
-        transport_security=security,
-        session_idle_timeout=SESSION_IDLE_TIMEOUT,
-        max_sessions=MAX_SESSIONS,
-    )
-    return app if token is None else RequireBearerToken(app, token)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
@@ -326,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words[:1] == ["journal"]:  # its own arguments, parsed by journal_cli
         return journal(words[1:])
     if words[:1] in (["export"], ["import"]):  # their own arguments, parsed by transfer_cli
-        return transfer_cli.main(words, lambda settings: (client_factory(settings), journal_for(settings)))
+        return transfer_cli.main(words)
     args = parse_args(words)
     try:
         overrides = {k: True for k, on in (("sandbox", args.sandbox), ("read_only", args.read_only)) if on}
@@ -359,128 +212,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# After SIGINT/SIGTERM, how long open requests may finish before they are cut. A client's event
-# stream never ends by itself, so without a limit uvicorn would wait for it for ever.
-HTTP_SHUTDOWN_GRACE = 2
-
-
-class _UvicornServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """Leave the signals to `until_signalled`: uvicorn re-raises the one it caught once it has
-        shut down, which ends the process in a KeyboardInterrupt traceback or killed by SIGTERM."""
-        yield
-
-
-class _ExpectedShutdownCuts(logging.Filter):
-    """uvicorn logs each request it cuts at the end of the grace period as an ERROR with a traceback;
-    after a signal that cut is the plan, and stderr should not look like a crash."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
-            return False
-        return "timeout graceful shutdown exceeded" not in record.getMessage()
-
-
-def serve_http(app: ASGIApp, listener: socket.socket) -> None:
-    """Serve until SIGINT/SIGTERM, then shut down: open requests get a grace period, and the lifespan
-    shutdown cancels the tool calls still running, each settling its journal record on the way out."""
-    config = uvicorn.Config(
-        app, log_level="warning", interface="asgi3", timeout_graceful_shutdown=HTTP_SHUTDOWN_GRACE
-    )
-    if sys.platform == "win32":  # no POSIX signal handlers: uvicorn's own
-        uvicorn.Server(config).run(sockets=[listener])
-        return
-    server = _UvicornServer(config)
-    logging.getLogger("uvicorn.error").addFilter(_ExpectedShutdownCuts())
-
-    def stop() -> None:
-        logger.info("open requests get %d s to finish, then are cut", HTTP_SHUTDOWN_GRACE)
-        server.should_exit = True
-
-    anyio.run(until_signalled, lambda: server.serve(sockets=[listener]), stop)
-
-
-def serve_stdio(server: MCPServer) -> None:
-    """Serve stdio until stdin ends or SIGINT/SIGTERM arrives, then stop within seconds.
-
-    The SDK reads stdin in a worker thread, and a task group cannot finish while that thread is
-    blocked in a read: on SIGINT the tool calls were cancelled (their journal records settled) but
-    the process stayed, deaf, until the client closed the pipe; SIGTERM killed it mid-write. So the
-    signals are received here, and the read is ended by a relay in front of fd 0.
-    """
-    if sys.platform == "win32":  # no POSIX signal handlers or socket fds at fd 0: the SDK's own loop
-        server.run("stdio")
-        return
-    with StdinRelay() as stdin:
-
-        async def serve_until_signalled() -> None:
-            serving = anyio.CancelScope()
-
-            async def serve() -> None:
-                with serving:
-                    await server.run_stdio_async()
-
-            def stop() -> None:
-                serving.cancel()  # tool calls are cancelled, and settle their journal records
-                stdin.end()  # so that the SDK's stdin reader, and with it the server, can finish
-
-            await until_signalled(serve, stop)
-
-        anyio.run(serve_until_signalled)
-
-
-async def until_signalled(serve: Callable[[], Awaitable[None]], stop: Callable[[], None]) -> None:
-    """Run `serve` until it returns; the first SIGINT or SIGTERM calls `stop`, which makes it return."""
-    async with anyio.create_task_group() as group:
-
-        async def watch() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for received in signals:
-                    logger.info("%s received: stopping", signal.Signals(received).name)
-                    stop()
-                    return
-
-        group.start_soon(watch)
-        await serve()
-        group.cancel_scope.cancel()
-
-
-class StdinRelay:
-    """Feed fd 0 from a socket that a daemon thread fills from the real stdin.
-
-    Shutting the socket's read side wakes a thread blocked reading it with end-of-file, which no
-    operation on a pipe can do; the daemon thread left blocked on the real stdin does not keep the
-    process alive. No descriptor is closed while another thread may use it, so none can be reused
-    under a reader.
-    """
-
-    def __enter__(self) -> Self:
-        self._wire = os.dup(0)
-        self._inner, outer = socket.socketpair()
-        os.dup2(self._inner.fileno(), 0)
-        threading.Thread(target=self._pump, args=(outer,), name="stdin relay", daemon=True).start()
-        return self
-
-    def _pump(self, outer: socket.socket) -> None:
-        with outer:
-            try:
-                while data := os.read(self._wire, 65_536):
-                    outer.sendall(data)
-            except OSError:  # the read side was shut: nobody listens any more
-                pass
-
-    def end(self) -> None:
-        """Make the reader of fd 0 see end-of-file now."""
-        with contextlib.suppress(OSError):
-            self._inner.shutdown(socket.SHUT_RD)
-
-    def __exit__(self, *exc: object) -> None:
-        self.end()
-        os.dup2(self._wire, 0)
-        self._inner.close()  # the daemon thread may still block on the wire: that one stays open
-
-
 def journal(words: Sequence[str]) -> int:
     """`threecx-mcp journal …`: this PBX's operations when one is configured, else every PBX's."""
     try:
@@ -490,20 +221,6 @@ def journal(words: Sequence[str]) -> int:
         print(f"threecx-mcp: {exc.user_message()}", file=sys.stderr)
         return 2
     return journal_cli.main(words, settings.journal_path(), key)
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """Bind before announcing the URL, so a busy port is a clear error rather than a traceback."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        listener = socket.socket(family, kind, proto)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(address)
-    except OSError as exc:
-        raise ConfigError(
-            f"Cannot listen on {host}:{port} ({exc.strerror or exc}); pass another --port, or stop what uses it."
-        ) from None
-    return listener
 
 
 def doctor(settings: Settings, *, probe: bool = False) -> int:

@@ -31,13 +31,11 @@ from .models import BulkAddResult
 from .operations import bulk_add
 from .operations.entry_lists import MAX_TEXT_BYTES, EntryInput, parse_entries
 from .operations.export import read_blacklist, to_csv, to_json
-
-# Made from the settings by the caller (`cli`), so export and import use exactly the server's client and journal.
-Connect = Callable[[Settings], tuple[Callable[[], XapiClient], Journal]]
+from .wiring import client_factory, journal_for
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _BOM = "\ufeff"
-_NOT_ADDED = ("invalid", "duplicate", "already_present", "failed", "unknown")
+_NOT_ADDED = ("invalid", "duplicate", "already_present", "skipped", "failed", "unknown")
 
 
 class _Refusal(Exception):
@@ -48,8 +46,9 @@ class _Refusal(Exception):
         self.code = code
 
 
-def main(argv: Sequence[str], connect: Connect) -> int:
-    """Run `export …` or `import …` (argv starts with the command's name)."""
+def main(argv: Sequence[str]) -> int:
+    """Run `export …` or `import …` (argv starts with the command's name), with the client and journal
+    a server on the same settings would use."""
     parser = _parser()
     try:
         args = parser.parse_args(list(argv))
@@ -60,7 +59,7 @@ def main(argv: Sequence[str], connect: Connect) -> int:
         settings = Settings.load(**({"sandbox": True} if args.sandbox else {}))
         if notice := settings.sandbox_notice():
             print(f"{prog}: {notice}", file=sys.stderr)
-        factory, journal = connect(settings)
+        factory, journal = client_factory(settings), journal_for(settings)
     except ConfigError as exc:
         print(f"{prog}: {exc.user_message()}", file=sys.stderr)
         return EXIT_USAGE
