@@ -235,7 +235,7 @@ def test_an_unwritable_place_is_a_clear_error(sandbox: Sandbox, sandbox_url: str
 
 def test_usage_errors_exit_2(sandbox_url: str, tmp_path: Path) -> None:
     done = run_cli(sandbox_url, "export", "--format", "xml", cwd=tmp_path)
-    assert done.returncode == 2 and "invalid choice: 'xml'" in done.stderr
+    assert done.returncode == 2 and '"xml" is not one of csv or json' in done.stderr
     done = run_cli(sandbox_url, "--read-only", "export", cwd=tmp_path)
     assert done.returncode == 2 and "threecx-mcp export --help" in done.stderr
     done = run_cli(sandbox_url, "export", cwd=tmp_path, env={"THREECX_URL": ""})

@@ -24,6 +24,9 @@ MAX_CALLER_ID_LENGTH = 100
 # Folding can only shrink a caller ID so far (a letter and its combining mark become one): anything longer
 # than this is refused before any character is looked at, so one huge value cannot stall the server.
 _LONGEST_BEFORE_FOLDING = 4 * MAX_CALLER_ID_LENGTH
+TOOL_BROAD_REMEDY = (
+    "If the user really wants that, call again with allow_broad_pattern=true (the user is asked to confirm)."
+)
 MIN_PATTERN_LITERALS = 3  # a `*` pattern needs this many other characters to block a recognisable group
 
 _PHONE_LIKE = re.compile(r"^\+?[\d\s().\-/]+$")
@@ -70,14 +73,11 @@ class CallerIdCheck:
     notes: list[str] = field(default_factory=list)
     broad_reason: str | None = None  # why the pattern blocks (nearly) everyone; None when it does not
 
-    def refuse_if_broad(self, allow_broad_pattern: bool) -> None:
-        """Refuse a broad pattern unless the caller passed allow_broad_pattern=true (which asks the user)."""
+    def refuse_if_broad(self, allow_broad_pattern: bool, remedy: str = TOOL_BROAD_REMEDY) -> None:
+        """Refuse a broad pattern unless the caller allowed it (the tools then ask the user); `remedy`
+        says how to allow it in the words of the front end (a tool's argument, a command's option)."""
         if self.broad_reason is not None and not allow_broad_pattern:
-            raise InvalidArgument(
-                f"{self.broad_reason} If the user really wants that, call again with "
-                "allow_broad_pattern=true (the user is asked to confirm).",
-                hint="Nothing was changed.",
-            )
+            raise InvalidArgument(f"{self.broad_reason} {remedy}", hint="Nothing was changed.")
 
 
 def fold(text: str) -> str:

@@ -4,9 +4,7 @@ or `import`."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
-import re
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -15,9 +13,9 @@ import anyio
 from pydantic import SecretStr
 
 from . import __version__, journal_cli, transfer_cli
+from .arguments import Parser, host_address, port_number
 from .client import XapiClient
 from .config import Settings, SettingsIncomplete, user_config_dir
-from .display import escape, quoted
 from .doctor import run_checks, sandbox_mode, sources
 from .errors import ConfigError
 from .http_transport import bind, http_app, serve_http
@@ -57,40 +55,8 @@ serving:
 """
 
 
-def port_number(text: str) -> int:
-    """--port: a TCP port a client can be told in advance (0, "any free port", could not be)."""
-    try:
-        port = int(text)
-    except ValueError:
-        port = 0
-    if not 1 <= port <= 65_535:
-        raise argparse.ArgumentTypeError(
-            f"the port must be a whole number from 1 to 65535, such as 8000, not {escape(text[:40])}"
-        )
-    return port
-
-
-_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
-
-
-def host_address(text: str) -> str:
-    """--host: an IP address (IPv6 with or without brackets) or a host name, nothing more (no scheme,
-    no port, no path)."""
-    bare = text.strip()
-    bare = bare[1:-1] if bare.startswith("[") and bare.endswith("]") else bare
-    try:
-        return str(ipaddress.ip_address(bare))
-    except ValueError:
-        if len(bare) <= 253 and _HOST_NAME.fullmatch(bare):
-            return bare
-    raise argparse.ArgumentTypeError(
-        f"give an IP address or a host name, such as 127.0.0.1, 0.0.0.0, ::1 or localhost, without a "
-        f"scheme or port (use --port), not {quoted(text, 80)}"
-    )
-
-
 def _serve_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="threecx-mcp",
         usage="%(prog)s [serve] [--transport {stdio,http}] [--host HOST] [--port PORT] [--sandbox] "
         "[--read-only]\n       %(prog)s {doctor,journal,export,import} ...",
@@ -123,7 +89,7 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def _doctor_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="threecx-mcp doctor",
         description="Check, one line each, that this machine can manage the PBX's blacklist: which "
         "settings were read and from where (names only), every missing or wrong setting, that the "

@@ -9,21 +9,29 @@ wins over it, and a client configuration's own `env` wins over both.
 
 from __future__ import annotations
 
+import codecs
+import io
 import ipaddress
+import logging
 import os
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import platformdirs
+from dotenv.main import resolve_variables
+from dotenv.parser import parse_stream
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, DotEnvSettingsSource, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .display import quoted
+from .display import escape, quoted
 from .errors import ConfigError
+from .sanitise import remember_secret
+
+logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "THREECX_"
 _DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -43,10 +51,61 @@ def user_config_dir() -> Path:
 
 
 def env_files() -> tuple[Path, ...]:
-    """The .env files to read, lowest precedence first (pydantic-settings lets a later file win)."""
+    """The .env files to read, lowest precedence first (a later file wins)."""
     user, local = user_config_dir() / ".env", Path.cwd() / ".env"
     same = user.exists() and local.exists() and user.resolve() == local.resolve()
     return (local,) if same else (user, local)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """A .env file's non-empty THREECX_* settings, by upper-case name, read once.
+
+    python-dotenv parses the lines (quotes, `export`, `${VAR}`), but it would decode the file only as
+    UTF-8, failing with a traceback on Windows Notepad's "Unicode" (UTF-16), and warn about a bad line
+    without naming the file. So the file is decoded here, and each line it cannot parse is reported
+    by file and line number, never by its text, which could be an API key pasted on a line of its own.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"The settings file {escape(str(path))} cannot be read ({exc.strerror or 'an operating-system error'})."
+        ) from None
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM, as Notepad's "UTF-8 with BOM" writes, is fine
+    except UnicodeDecodeError:
+        utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        saved = "as UTF-16 (what Windows Notepad calls Unicode)" if utf16 else "in an encoding other than UTF-8"
+        raise ConfigError(
+            f"The settings file {escape(str(path))} is saved {saved}, so it cannot be read. Save it again "
+            "as UTF-8 (in Notepad: File > Save as, Encoding: UTF-8)."
+        ) from None
+    bindings = list(parse_stream(io.StringIO(text)))
+    for binding in bindings:
+        if binding.error:
+            logger.warning(
+                "%s, line %d, is not a KEY=value setting, so it is ignored (a quote left open ignores the "
+                "lines after it too); correct or remove it.",
+                escape(str(path)),
+                binding.original.line,
+            )
+    pairs = ((b.key, b.value) for b in bindings if b.key is not None)
+    return {
+        name.upper(): value
+        for name, value in resolve_variables(pairs, override=True).items()
+        if value and name.upper().startswith(ENV_PREFIX)
+    }
+
+
+def environment_settings() -> dict[str, str]:
+    """The environment's non-empty THREECX_* variables, by upper-case name (any case counts, as on Windows)."""
+    return {name.upper(): value for name, value in os.environ.items() if value and name.upper().startswith(ENV_PREFIX)}
+
+
+# A layer: where settings came from (a .env file's path, or ENVIRONMENT) and what it set, by variable.
+Layer = tuple[str, Mapping[str, str]]
+# Variables that give one setting in two ways: the API key, or a file holding it.
+_ALTERNATIVES = ((f"{ENV_PREFIX}CLIENT_SECRET", f"{ENV_PREFIX}CLIENT_SECRET_FILE"),)
 
 
 @dataclass(frozen=True)
@@ -56,35 +115,37 @@ class SettingSources:
     `origin` maps each THREECX_* variable in effect to its source: the environment, a .env file's
     path, or the command line. `unknown` maps THREECX_* names the server does not know (typos, such
     as THREECX_CLIENT_SECERT) to where they were found: each is otherwise silently ignored.
+    `overridden` maps a variable set aside to where it was found and the variable that won over it:
+    precedence holds per setting, so THREECX_CLIENT_SECRET in the environment beats
+    THREECX_CLIENT_SECRET_FILE in a .env, and only two ways to give the key in one place contradict.
     """
 
     env_files: tuple[Path, ...]
     origin: Mapping[str, str] = field(default_factory=dict)
     unknown: Mapping[str, str] = field(default_factory=dict)
+    overridden: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     @classmethod
     def find(
-        cls, settings: type[BaseSettings], files: tuple[Path, ...], overrides: Mapping[str, object]
+        cls, known: set[str], files: tuple[Path, ...], layers: Sequence[Layer], overrides: Mapping[str, object]
     ) -> SettingSources:
-        """Read the same sources pydantic-settings reads, in its order, noting which one wins."""
-        known = {f"{ENV_PREFIX}{name}".upper() for name in settings.model_fields}
+        """Note which layer (lowest precedence first) each variable comes from; the command line wins."""
         origin: dict[str, str] = {}
         unknown: dict[str, str] = {}
-        readers: list[tuple[str, EnvSettingsSource]] = [
-            (str(path), DotEnvSettingsSource(settings, env_file=path)) for path in files if path.is_file()
-        ]
-        readers.append((ENVIRONMENT, EnvSettingsSource(settings)))
-        for where, reader in readers:  # lowest precedence first: a later source overwrites
-            for name, value in reader.env_vars.items():
-                variable = name.upper()
-                if not variable.startswith(ENV_PREFIX) or not value:
-                    continue
+        for where, values in layers:  # a later layer overwrites
+            for variable in values:
                 if variable in known:
                     origin[variable] = where
                 elif variable != CONFIG_DIR_VARIABLE:
                     unknown[variable] = where
         origin.update({f"{ENV_PREFIX}{name}".upper(): COMMAND_LINE for name in overrides})
-        return cls(files, origin, unknown)
+        rank = [*(where for where, _ in layers), COMMAND_LINE].index
+        overridden: dict[str, tuple[str, str]] = {}
+        for pair in _ALTERNATIVES:
+            if all(variable in origin for variable in pair) and len({origin[v] for v in pair}) == 2:
+                lower, higher = sorted(pair, key=lambda variable: rank(origin[variable]))
+                overridden[lower] = (origin.pop(lower), higher)
+        return cls(files, origin, unknown, overridden)
 
     def where(self, variable: str) -> str:
         return self.origin.get(variable, "nowhere")

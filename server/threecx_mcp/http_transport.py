@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """Whether binding `host` stays on this machine: a loopback address, or localhost however spelt."""
+    if host.lower().rstrip(".") == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

@@ -22,7 +22,8 @@ from typing import Any, TextIO
 
 import anyio
 
-from .display import escape
+from .arguments import Parser
+from .display import escape, quoted
 from .errors import JournalError
 from .journal import EntryImage, ItemRecord, Journal, OperationRecord
 
@@ -56,17 +57,31 @@ def main(argv: Sequence[str], journal_path: Path, pbx: str | None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="threecx-mcp journal",
         description="Read the safety journal: what this server changed on the PBX, and how to undo it.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{list,show,export}")
-    listing = commands.add_parser("list", help="recent operations, newest first")
+    listing = commands.add_parser(
+        "list",
+        help="recent operations, newest first",
+        description="The journaled operations on this PBX (or every PBX with --all), newest first: time, kind, "
+        "outcome and counts per status. Each line starts with the operation_id that show and "
+        "restore_blacklist_numbers take.",
+    )
     listing.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
     listing.add_argument("--all", action="store_true", help="operations on every PBX, not only this one")
-    show = commands.add_parser("show", help="one operation and every entry it touched")
-    show.add_argument("operation_id")
-    export = commands.add_parser("export", help="every operation with its entries, as JSON Lines")
+    show = commands.add_parser(
+        "show",
+        help="one operation and every entry it touched",
+        description="One operation, with every entry it touched: before, after, status and reason.",
+    )
+    show.add_argument("operation_id", help="the id a tool's result or `threecx-mcp journal list` gives")
+    export = commands.add_parser(
+        "export",
+        help="every operation with its entries, as JSON Lines",
+        description="Every operation with its entries, one JSON object a line, to FILE or standard output.",
+    )
     export.add_argument("file", nargs="?", help="write here instead of to standard output")
     export.add_argument("--all", action="store_true", help="operations on every PBX, not only this one")
     return parser
@@ -86,7 +101,7 @@ def _without_journal(args: argparse.Namespace, journal_path: Path) -> int:
     """Nothing journaled yet: say so, rather than create an empty journal by reading it."""
     if args.command == "show":
         raise _Refusal(
-            f"No operation {escape(args.operation_id)}: there is no journal at {journal_path} yet."
+            f"No operation {quoted(args.operation_id, 80)}: there is no journal at {escape(str(journal_path))} yet."
         )
     if args.command == "list":
         print(f"No operations journaled yet (no journal at {journal_path}).")
@@ -139,7 +154,8 @@ async def _show(journal: Journal, operation_id: str) -> None:
     record = await journal.operation(operation_id)
     if record is None:
         raise _Refusal(
-            f"No operation {escape(operation_id)} in the journal {journal.path}; `list --all` shows them."
+            f"No operation {quoted(operation_id, 80)} in the journal {escape(str(journal.path))}; "
+            "`threecx-mcp journal list --all` shows every operation."
         )
     print(f"operation {escape(record.operation_id)}")
     print(f"  pbx:      {escape(record.pbx)}")

@@ -484,7 +484,7 @@ async def list_operations(
         str | None, Field(description="next_cursor from the previous page.", max_length=64)
     ] = None,
 ) -> Annotated[CallToolResult, OperationsPage]:
-    """Recent updates, bulk deletes and restores on this PBX, newest first, from the safety journal.
+    """Recent changes on this PBX (updates, adds, deletes, restores), newest first, from the safety journal.
 
     Each has its operation_id, time, kind, outcome, how many entries ended in each status, and
     whether restore_blacklist_numbers can undo it. Use it to find what to undo when the

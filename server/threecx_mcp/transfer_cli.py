@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 import anyio
 
+from .arguments import Parser
 from .client import XapiClient
 from .config import Settings
 from .display import escape, quoted
@@ -31,10 +32,12 @@ from .models import BulkAddResult
 from .operations import bulk_add
 from .operations.entry_lists import MAX_TEXT_BYTES, EntryInput, parse_entries
 from .operations.export import read_blacklist, to_csv, to_json
+from .sanitise import clean
 from .wiring import client_factory, journal_for
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _BOM = "\ufeff"
+_BROAD_REMEDY = "If you really want that, import again with --allow-broad-pattern."
 _NOT_ADDED = ("invalid", "duplicate", "already_present", "skipped", "failed", "unknown")
 
 
@@ -78,7 +81,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="threecx-mcp",
         description="Export the PBX's blacklist to a file, or import entries from one.",
     )
@@ -107,6 +110,11 @@ def _parser() -> argparse.ArgumentParser:
         "file", metavar="FILE", help="the CSV or JSON file (by its extension, else its content)"
     )
     load.add_argument("--dry-run", action="store_true", help="only show what would be added")
+    load.add_argument(
+        "--allow-broad-pattern",
+        action="store_true",
+        help="also add patterns that block (nearly) every caller, such as * (refused without it)",
+    )
     load.add_argument("--yes", action="store_true", help="add without asking (needed without a terminal)")
     for command in (export, load):
         command.add_argument("--sandbox", action="store_true", help="use the embedded sandbox PBX")
@@ -142,7 +150,8 @@ def _import(args: argparse.Namespace, factory: Callable[[], XapiClient], journal
 
     async def run() -> BulkAddResult:
         async with factory() as client:
-            preview, shown = await bulk_add.preview(client, entries, allow_broad_pattern=False)
+            allowed = args.allow_broad_pattern
+            preview, shown = await bulk_add.preview(client, entries, allowed, _BROAD_REMEDY)
             _report(preview)
             if args.dry_run or not preview.would_add:
                 return preview
@@ -155,8 +164,10 @@ def _import(args: argparse.Namespace, factory: Callable[[], XapiClient], journal
                 journal,
                 entries,
                 dry_run=False,
+                allow_broad_pattern=allowed,
                 progress=_progress,
                 shown=shown,  # what the terminal showed as to be added, and the user agreed to
+                broad_remedy=_BROAD_REMEDY,
             )
             _report(result)
             return result
@@ -211,7 +222,7 @@ def _report(result: BulkAddResult) -> None:
             if outcome.id is not None:
                 line += f" (entry {quoted(outcome.id)})"
             if outcome.reason:
-                line += f": {escape(outcome.reason)}"
+                line += f": {clean(outcome.reason, None)}"  # its values are quoted and escaped already
             print(line)
     if result.omitted:
         where = (

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 
 import anyio
 
-from ..caller_ids import check_caller_id
+from ..caller_ids import TOOL_BROAD_REMEDY, check_caller_id
 from ..client import BlacklistRecord, XapiClient
 from ..display import quoted
 from ..errors import InvalidArgument, PbxError, PbxUnreachable
@@ -71,13 +71,15 @@ class _Checked:
     broad: bool = False  # a pattern blocking (nearly) every caller, allowed by allow_broad_pattern
 
 
-def _check(entries: Sequence[EntryInput], allow_broad_pattern: bool) -> list[_Checked]:
+def _check(
+    entries: Sequence[EntryInput], allow_broad_pattern: bool, broad_remedy: str = TOOL_BROAD_REMEDY
+) -> list[_Checked]:
     checked: list[_Checked] = []
     first_row: dict[str, int] = {}
     for entry in entries:
         try:
             caller_id = check_caller_id(entry.caller_id)
-            caller_id.refuse_if_broad(allow_broad_pattern)
+            caller_id.refuse_if_broad(allow_broad_pattern, broad_remedy)
             description = checked_description(entry.description)
         except InvalidArgument as exc:
             checked.append(_Checked(entry, "invalid", entry.caller_id, entry.description, reason=exc.message))
@@ -133,10 +135,15 @@ class Prepared:
         ]
 
 
-async def prepare(client: XapiClient, entries: Sequence[EntryInput], allow_broad_pattern: bool) -> Prepared:
+async def prepare(
+    client: XapiClient,
+    entries: Sequence[EntryInput],
+    allow_broad_pattern: bool,
+    broad_remedy: str = TOOL_BROAD_REMEDY,
+) -> Prepared:
     """Every entry checked, looked up by caller ID, and matched against the blacklist's patterns: an
     entry a pattern already blocks is still added (the user listed it) but says which pattern."""
-    checked = _check(entries, allow_broad_pattern)
+    checked = _check(entries, allow_broad_pattern, broad_remedy)
     candidates = [c.caller_id for c in checked if c.status == "candidate"]
     if not candidates:
         return Prepared(checked, {})
@@ -155,10 +162,13 @@ async def prepare(client: XapiClient, entries: Sequence[EntryInput], allow_broad
 
 
 async def preview(
-    client: XapiClient, entries: Sequence[EntryInput], allow_broad_pattern: bool
+    client: XapiClient,
+    entries: Sequence[EntryInput],
+    allow_broad_pattern: bool,
+    broad_remedy: str = TOOL_BROAD_REMEDY,
 ) -> tuple[BulkAddResult, list[str]]:
     """The dry run, and the caller IDs it would add: what a plan or question shows, so what may be added."""
-    prepared = await prepare(client, entries, allow_broad_pattern)
+    prepared = await prepare(client, entries, allow_broad_pattern, broad_remedy)
     return await _summarise(prepared, None, "dry_run", None, []), [c.caller_id for c in prepared.to_add]
 
 
@@ -171,13 +181,14 @@ async def bulk_add(
     allow_broad_pattern: bool = False,
     progress: ProgressFn = no_progress,
     shown: Collection[str] | None = None,
+    broad_remedy: str = TOOL_BROAD_REMEDY,
 ) -> BulkAddResult:
     """Add the entries the PBX lacks, at most `client.max_in_flight` requests at once; see the module's doc.
 
     With `shown` (the caller IDs the user agreed to add), an entry to add that is not among them is
     `skipped`: it was blocked when they agreed, and they agreed to add what they saw, not what changed.
     """
-    prepared = await prepare(client, entries, allow_broad_pattern)
+    prepared = await prepare(client, entries, allow_broad_pattern, broad_remedy)
     if shown is not None:
         agreed = frozenset(shown)
         prepared = replace(prepared, unshown=frozenset(c.caller_id for c in prepared.to_add) - agreed)
