@@ -64,12 +64,6 @@ def clean_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 # --- Findings -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: a user .env saved as UTF-16 (Windows Notepad's 'Unicode') crashes every command "
-    "with a UnicodeDecodeError traceback instead of a sentence naming the file (config.py "
-    "SettingSources.find/Settings.load read it through python-dotenv as UTF-8, uncaught)",
-)
 def test_a_utf16_user_env_is_named_not_a_traceback(tmp_path: Path) -> None:
     config = tmp_path / "config"
     config.mkdir()
@@ -79,12 +73,6 @@ def test_a_utf16_user_env_is_named_not_a_traceback(tmp_path: Path) -> None:
     assert str(config / ".env") in done.stdout + done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: malformed .env lines are reported as 'python-dotenv could not parse statement "
-    "starting at line N' without the file's name, and every warning twice (config.py reads each file "
-    "once in SettingSources.find and again in Settings.load)",
-)
 def test_a_malformed_env_line_is_reported_once_with_its_file(tmp_path: Path) -> None:
     config = tmp_path / "config"
     config.mkdir()
@@ -96,25 +84,12 @@ def test_a_malformed_env_line_is_reported_once_with_its_file(tmp_path: Path) -> 
     assert "python-dotenv" not in done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: doctor passes a journal path holding a file that is not SQLite ('All checks passed'), "
-    "yet every write tool then fails with 'Cannot write the safety journal ... (it is not a SQLite "
-    "database)'; doctor.py check_journal (lines 108-109) only opens the file",
-)
 def test_doctor_fails_a_journal_that_is_not_sqlite(tmp_path: Path) -> None:
     journal = tmp_path / "journal.sqlite3"
     journal.write_text("my notes, not a database\n")
     assert not check_journal(journal).ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: precedence is per variable, not per setting: the bundle's THREECX_CLIENT_SECRET "
-    "(environment) plus THREECX_CLIENT_SECRET_FILE in the user .env (what client_configs/README.md "
-    "recommends) stops the server with 'Both ... are set; keep only one' naming neither source "
-    "(config.py Settings.api_key, lines 303-306)",
-)
 def test_an_environment_secret_beats_a_secret_file_in_the_user_env(
     clean_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,12 +100,6 @@ def test_an_environment_secret_beats_a_secret_file_in_the_user_env(
     assert Settings.load().api_key().get_secret_value() == REAL_LOOKING_KEY
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: an API key pasted into THREECX_CLIENT_SECRET_FILE (the configs' placeholder invites "
-    "it) is printed whole by doctor and by the stdio server to stderr, i.e. into the desktop client's "
-    "log file (config.py:312 quotes the 'path'; THREECX_CA_BUNDLE likewise at config.py:337)",
-)
 def test_a_key_pasted_as_the_secret_file_is_not_printed(tmp_path: Path) -> None:
     env = desktop_env(
         tmp_path,
@@ -145,13 +114,6 @@ def test_a_key_pasted_as_the_secret_file_is_not_printed(tmp_path: Path) -> None:
     assert REAL_LOOKING_KEY not in served.stdout + served.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: one invalid value (THREECX_TIMEOUT=abc) makes doctor print only 'Invalid settings: ...' "
-    "and exit 2: no INFO sources line, no missing THREECX_URL/CLIENT_ID/CLIENT_SECRET, no journal check, "
-    "though the README says it 'lists every missing or wrong setting at once' (cli.py main: "
-    "Settings.load raises before doctor runs; config.py Settings.load)",
-)
 def test_doctor_lists_missing_settings_beside_an_invalid_one(tmp_path: Path) -> None:
     done = run_console("doctor", env=desktop_env(tmp_path, THREECX_TIMEOUT="abc"), cwd=tmp_path, timeout=60)
     out = done.stdout + done.stderr

@@ -7,13 +7,18 @@ from __future__ import annotations
 import math
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
+import anyio
 import pytest
 import threecx_mcp.cli  # noqa: F401  (imports every module, so every error class is defined)
-from threecx_mcp.cli import main, parse_args
-from threecx_mcp.config import SettingsIncomplete
+from pydantic import SecretStr
+from threecx_mcp.cli import doctor, main, parse_args
+from threecx_mcp.config import Settings, SettingsIncomplete
+from threecx_mcp.doctor import check_journal, run_checks
 from threecx_mcp.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -23,7 +28,8 @@ from threecx_mcp.errors import (
     RateLimited,
     ThreeCXMcpError,
 )
-from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from threecx_mcp.journal import EntryImage, ItemRecord, Journal, OperationKind
+from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 
 from .support import SUBPROCESS_JOURNAL, run_console
 
@@ -117,8 +123,8 @@ def test_each_command_has_its_own_help(
     [
         (["--port", "99999"], "argument --port: the port must be a whole number from 1 to 65535"),
         (["--port", "0"], "argument --port: the port must be a whole number from 1 to 65535"),
-        (["--port", "-1"], "from 1 to 65535, such as 8000, not -1"),
-        (["--port", "http"], "from 1 to 65535, such as 8000, not http"),
+        (["--port", "-1"], 'from 1 to 65535, such as 8000, not "-1"'),
+        (["--port", "http"], 'from 1 to 65535, such as 8000, not "http"'),
         (["--host", "http://pbx:80"], "argument --host: give an IP address or a host name"),
         (["--host", "127.0.0.1:8000"], "without a scheme or port (use --port)"),
         (["--host", "two words"], "argument --host"),
@@ -241,7 +247,7 @@ def test_doctor_refuses_a_journal_path_that_is_a_folder(
     monkeypatch.setenv("THREECX_JOURNAL", str(fresh.parent))
     code, out, _ = run(["doctor", "--sandbox"], capsys)
     (journal,) = findings(out)["journal"]
-    assert code == 1 and journal.startswith("FAIL") and "cannot be the journal: it is a directory" in journal
+    assert code == 1 and journal.startswith("FAIL") and "(it is a directory, not a regular file)" in journal
 
 
 def test_doctor_leaves_no_probe_file_behind(fresh: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -281,6 +287,77 @@ def test_the_server_says_at_start_that_the_sandbox_ignores_the_configured_pbx(tm
     assert done.returncode == 0 and done.stdout == ""
     assert "WARNING Using the embedded sandbox PBX (THREECX_SANDBOX=true from the environment)" in done.stderr
     assert "THREECX_URL is set but ignored" in done.stderr
+
+
+def test_doctor_lists_an_invalid_value_beside_every_missing_setting(
+    fresh: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `threecx-mcp doctor` runs: the settings loaded with their problems set aside, not stopped at."""
+    monkeypatch.setenv("THREECX_TIMEOUT", "abc")
+    code = doctor(Settings.load(collect_problems=True))
+    out = capsys.readouterr().out
+    found = findings(out)
+    assert code == 1 and len(found["sources"]) == 1 and found["journal"][0].startswith("PASS")
+    assert [line.split(": ")[1].split(" (from")[0].split(" is not set")[0] for line in found["settings"]] == [
+        "THREECX_TIMEOUT",
+        "THREECX_URL",
+        "THREECX_CLIENT_ID",
+        "THREECX_CLIENT_SECRET",
+    ]
+    assert "THREECX_TIMEOUT (from the environment) is not valid: it should be a valid number" in out
+    assert "abc" not in out and not PYTHON_WORDS.search(out)
+
+
+def test_doctor_names_the_key_file_it_used_and_the_setting_it_ignored(
+    fresh: Path, sandbox_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_file = fresh.parent / "api-key"
+    key_file.write_text("not-the-sandbox-key\n")
+    fresh.write_text(
+        f"THREECX_URL={sandbox_url}\nTHREECX_CLIENT_ID={SANDBOX_CLIENT_ID}\nTHREECX_CLIENT_SECRET=k3y\n"
+    )
+    (Path.cwd() / ".env").write_text(f"THREECX_CLIENT_SECRET_FILE={key_file}\n")
+    code, out, err = run(["doctor"], capsys)
+    found = findings(out)
+    (sources,) = found["sources"]
+    assert (
+        f"THREECX_CLIENT_SECRET (from {fresh}) is ignored: THREECX_CLIENT_SECRET_FILE from "
+        f"{Path.cwd() / '.env'} gives the same setting and comes first"
+    ) in sources
+    (token,) = found["token"]
+    assert code == 1 and token.startswith("FAIL")
+    assert "the API key (in the file THREECX_CLIENT_SECRET_FILE names)" in token and "k3y" not in out + err
+
+
+def test_doctor_fails_a_journal_the_server_could_not_open_and_deletes_nothing_from_one_it_can(
+    tmp_path: Path,
+) -> None:
+    other = tmp_path / "other.sqlite3"
+    with closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    refused = check_journal(other)
+    assert not refused.ok and "it is a SQLite database of another program" in refused.detail
+    ours = tmp_path / "journal.sqlite3"
+    journal = Journal(ours, "sandbox", retention_days=1)
+    anyio.run(lambda: journal.begin(OperationKind.DELETE, [ItemRecord(EntryImage("1", "+1555", None), None)]))
+    journal.close()
+    with closing(sqlite3.connect(ours)) as db, db:
+        db.execute("UPDATE operations SET started_at = '2000-01-01T00:00:00.000000+00:00'")  # long expired
+    assert check_journal(ours).ok
+    with closing(sqlite3.connect(ours)) as db:
+        assert db.execute("SELECT count(*) FROM operations").fetchone() == (1,)  # doctor pruned nothing
+
+
+def test_doctor_on_the_sandbox_says_whose_url_is_http(fresh: Path) -> None:
+    with LoopbackServer(Sandbox().app) as pbx:
+        settings = Settings.load(
+            url=pbx.url, client_id=SANDBOX_CLIENT_ID, client_secret=SecretStr(SANDBOX_CLIENT_SECRET)
+        )
+        checks = anyio.run(
+            lambda: run_checks(settings, journal=fresh.parent / "journal.sqlite3", sandbox=True)
+        )
+    (scheme,) = [finding.line() for finding in checks if finding.name == "scheme"]
+    assert scheme.startswith("PASS") and scheme.endswith("does not speak HTTPS, as the sandbox's URL says")
 
 
 # -- every message of the errors module -----------------------------------------------------------

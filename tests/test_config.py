@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 from threecx_mcp.config import COMMAND_LINE, ENVIRONMENT, PbxEndpoint, Settings, SettingsIncomplete
 from threecx_mcp.errors import ConfigError
+from threecx_mcp.sanitise import redact
 
 
 @pytest.mark.parametrize(
@@ -276,3 +277,138 @@ def test_the_sandbox_says_that_it_ignores_a_configured_pbx(
     user_env.write_text("")
     assert Settings.load(sandbox=True).sandbox_notice() is None  # nothing to mistake it for
     assert Settings.load(url="pbx.example.com", client_secret=SecretStr("k")).sandbox_notice() is None
+
+
+# -- .env files read once, in any encoding a desktop user saves ----------------------------------
+
+
+def test_a_utf16_env_file_is_named_with_the_fix(user_env: Path, clean_env: pytest.MonkeyPatch) -> None:
+    user_env.write_bytes("THREECX_URL=pbx.example.com\r\nTHREECX_CLIENT_ID=desk\r\n".encode("utf-16"))
+    with pytest.raises(SettingsIncomplete) as caught:
+        Settings.load()
+    (problem,) = caught.value.problems
+    assert str(user_env) in problem.message and "UTF-16" in problem.message and "as UTF-8" in problem.message
+    clean_env.setenv("THREECX_CLIENT_ID", "from-env")
+    collected = Settings.load(collect_problems=True)  # doctor: the rest is read all the same
+    assert collected.client_id == "from-env"
+    with pytest.raises(SettingsIncomplete) as listed:
+        collected.connection()
+    assert [str(user_env) in p.message for p in listed.value.problems][:2] == [True, False]
+
+
+def test_a_utf8_env_file_with_a_byte_order_mark_is_read(user_env: Path) -> None:
+    user_env.write_bytes("THREECX_CLIENT_ID=desk\n".encode("utf-8-sig"))  # Notepad's "UTF-8 with BOM"
+    settings = Settings.load()
+    assert settings.client_id == "desk" and not settings.sources.unknown
+
+
+def test_a_line_that_is_not_a_setting_is_reported_once_by_file_and_line_never_its_text(
+    user_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    user_env.write_text('THREECX_URL=pbx.example.com\nmy k3y, pasted\nTHREECX_CLIENT_ID="open\n')
+    with caplog.at_level("WARNING"):
+        settings = Settings.load()
+    said = [record.getMessage() for record in caplog.records]
+    assert said == [
+        f"{user_env}, line 2, is not a KEY=value setting, so it is ignored; correct or remove it.",
+        (
+            f"{user_env}, line 3, is not a KEY=value setting, so it is ignored; correct or remove it "
+            "(is a quote left open?)."
+        ),
+    ]
+    assert settings.url == "pbx.example.com" and settings.client_id is None
+    assert "k3y" not in caplog.text
+
+
+def test_an_invalid_value_is_listed_beside_every_missing_setting(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("THREECX_TIMEOUT", "abc")
+    clean_env.setenv("THREECX_VERIFY_TLS", "perhaps")
+    with pytest.raises(SettingsIncomplete) as stopped:
+        Settings.load()
+    assert [p.message.split(" (from")[0] for p in stopped.value.problems] == [
+        "THREECX_VERIFY_TLS",
+        "THREECX_TIMEOUT",
+    ]
+    assert "abc" not in stopped.value.user_message() and "Input" not in stopped.value.user_message()
+    settings = Settings.load(collect_problems=True)
+    assert settings.timeout == 30.0  # set aside, so that the other checks can run
+    with pytest.raises(SettingsIncomplete) as listed:
+        settings.connection()
+    assert [p.message.split(" (from")[0].split(" is not set")[0] for p in listed.value.problems] == [
+        "THREECX_VERIFY_TLS",
+        "THREECX_TIMEOUT",
+        "THREECX_URL",
+        "THREECX_CLIENT_ID",
+        "THREECX_CLIENT_SECRET",
+    ]
+    assert "THREECX_TIMEOUT (from the environment) is not valid: it should be a valid number" in (
+        listed.value.user_message()
+    )
+
+
+# -- precedence per setting: the API key, or a file holding it -----------------------------------
+
+
+def test_the_key_from_a_higher_source_beats_a_key_file_from_a_lower_one(
+    user_env: Path, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text("from-the-file\n")
+    user_env.write_text(f"THREECX_CLIENT_SECRET_FILE={key_file}\n")
+    clean_env.setenv("THREECX_CLIENT_SECRET", "from-the-env")
+    settings = Settings.load()
+    assert settings.api_key().get_secret_value() == "from-the-env" and settings.client_secret_file is None
+    assert settings.sources.overridden == {
+        "THREECX_CLIENT_SECRET_FILE": (str(user_env), "THREECX_CLIENT_SECRET")
+    }
+    assert "THREECX_CLIENT_SECRET_FILE" not in settings.sources.origin
+    clean_env.delenv("THREECX_CLIENT_SECRET")
+    user_env.write_text("THREECX_CLIENT_SECRET=from-the-user-env\n")
+    (Path.cwd() / ".env").write_text(f"THREECX_CLIENT_SECRET_FILE={key_file}\n")  # the working folder's wins
+    settings = Settings.load()
+    assert settings.api_key().get_secret_value() == "from-the-file"
+    assert settings.sources.overridden == {
+        "THREECX_CLIENT_SECRET": (str(user_env), "THREECX_CLIENT_SECRET_FILE")
+    }
+
+
+def test_the_key_and_a_key_file_in_one_source_contradict(user_env: Path, tmp_path: Path) -> None:
+    user_env.write_text(f"THREECX_CLIENT_SECRET=k3y\nTHREECX_CLIENT_SECRET_FILE={tmp_path / 'key'}\n")
+    with pytest.raises(ConfigError) as caught:
+        Settings.load().api_key()
+    assert caught.value.message == (
+        f"Both THREECX_CLIENT_SECRET and THREECX_CLIENT_SECRET_FILE are set in {user_env}; keep only one."
+    )
+
+
+# -- a key pasted where a path belongs is never shown ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "read"),
+    [
+        ("THREECX_CLIENT_SECRET_FILE", Settings.api_key),
+        ("THREECX_CA_BUNDLE", Settings.tls_verify),
+    ],
+)
+def test_a_value_naming_no_file_is_not_echoed_and_stays_secret(
+    clean_env: pytest.MonkeyPatch, variable: str, read: object
+) -> None:
+    pasted = f"Zq8{variable[-4:]}pasted7Key4Xv"  # its own value per case: the redaction registry is global
+    clean_env.setenv(variable, pasted)
+    settings = Settings.load()
+    with pytest.raises(ConfigError) as caught:
+        read(settings)  # type: ignore[operator]
+    said = caught.value.user_message()
+    assert pasted not in said and f"a value of {len(pasted)} characters, not shown" in said
+    assert redact(f"the PBX said {pasted}") == "the PBX said [redacted]"  # nor in any later message
+
+
+def test_a_key_file_that_is_not_text_is_refused_with_the_fix(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    binary = tmp_path / "key.bin"
+    binary.write_bytes(b"\xff\xfek\x00")
+    clean_env.setenv("THREECX_CLIENT_SECRET_FILE", str(binary))
+    with pytest.raises(ConfigError, match="is not a text file in UTF-8; save the API key in it as plain"):
+        Settings.load().api_key()

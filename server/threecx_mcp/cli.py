@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(words)
     try:
         overrides = {k: True for k, on in (("sandbox", args.sandbox), ("read_only", args.read_only)) if on}
-        settings = Settings.load(**overrides)
+        settings = Settings.load(collect_problems=args.command == "doctor", **overrides)
         if args.command == "doctor":
             return doctor(settings, probe=args.probe)
         if notice := settings.sandbox_notice():
@@ -214,7 +214,9 @@ def _doctor(checked: Settings, factory: Callable[[], XapiClient], settings: Sett
     """Print what `settings` read, then `checked`'s checks (the sandbox's, when it stands in for the PBX);
     the journal is `settings`', opened only to probe, since naming its PBX needs a valid THREECX_URL."""
     said = [sources(settings), *([sandbox_mode(settings)] if settings.sandbox else [])]
-    checks = anyio.run(lambda: run_checks(checked, factory, journal=settings.journal_path()))
+    checks = anyio.run(
+        lambda: run_checks(checked, factory, journal=settings.journal_path(), sandbox=settings.sandbox)
+    )
     for finding in [*said, *checks]:
         print(finding.line())
     ok = all(c.ok for c in checks)

@@ -4,7 +4,10 @@ Precedence, highest first: the command line (`--sandbox`, `--read-only`), enviro
 (what a client's `env` block sets), a `.env` in the working directory, a `.env` in the user config
 directory. Desktop clients start the server in a folder the user cannot choose, so the user config
 directory is where a desktop user keeps settings; a project folder's `.env` is more specific and
-wins over it, and a client configuration's own `env` wins over both.
+wins over it, and a client configuration's own `env` wins over both. Precedence holds per setting:
+the API key given as THREECX_CLIENT_SECRET in one source and as THREECX_CLIENT_SECRET_FILE in a lower
+one is taken from the higher. Each source is read once, here, and a value is never shown (it could be
+the API key): messages name the variable and its source.
 """
 
 from __future__ import annotations
@@ -24,12 +27,11 @@ from urllib.parse import urlsplit
 import platformdirs
 from dotenv.main import resolve_variables
 from dotenv.parser import parse_stream
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
-from .display import escape, quoted
+from .display import quoted
 from .errors import ConfigError
-from .sanitise import remember_secret
+from .sanitise import clean, remember_secret
 
 logger = logging.getLogger(__name__)
 
@@ -69,25 +71,28 @@ def read_env_file(path: Path) -> dict[str, str]:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(
-            f"The settings file {escape(str(path))} cannot be read ({exc.strerror or 'an operating-system error'})."
+            f"The settings file {clean(str(path), None)} cannot be read ({exc.strerror or 'an operating-system error'})."
         ) from None
     try:
         text = raw.decode("utf-8-sig")  # a BOM, as Notepad's "UTF-8 with BOM" writes, is fine
     except UnicodeDecodeError:
         utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-        saved = "as UTF-16 (what Windows Notepad calls Unicode)" if utf16 else "in an encoding other than UTF-8"
+        saved = (
+            "as UTF-16 (what Windows Notepad calls Unicode)" if utf16 else "in an encoding other than UTF-8"
+        )
         raise ConfigError(
-            f"The settings file {escape(str(path))} is saved {saved}, so it cannot be read. Save it again "
+            f"The settings file {clean(str(path), None)} is saved {saved}, so it cannot be read. Save it again "
             "as UTF-8 (in Notepad: File > Save as, Encoding: UTF-8)."
         ) from None
     bindings = list(parse_stream(io.StringIO(text)))
     for binding in bindings:
         if binding.error:
+            quotes = any(quote in binding.original.string for quote in "\"'")
             logger.warning(
-                "%s, line %d, is not a KEY=value setting, so it is ignored (a quote left open ignores the "
-                "lines after it too); correct or remove it.",
-                escape(str(path)),
+                "%s, line %d, is not a KEY=value setting, so it is ignored; correct or remove it%s.",
+                clean(str(path), None),
                 binding.original.line,
+                " (is a quote left open?)" if quotes else "",
             )
     pairs = ((b.key, b.value) for b in bindings if b.key is not None)
     return {
@@ -99,7 +104,11 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def environment_settings() -> dict[str, str]:
     """The environment's non-empty THREECX_* variables, by upper-case name (any case counts, as on Windows)."""
-    return {name.upper(): value for name, value in os.environ.items() if value and name.upper().startswith(ENV_PREFIX)}
+    return {
+        name.upper(): value
+        for name, value in os.environ.items()
+        if value and name.upper().startswith(ENV_PREFIX)
+    }
 
 
 # A layer: where settings came from (a .env file's path, or ENVIRONMENT) and what it set, by variable.
@@ -127,7 +136,11 @@ class SettingSources:
 
     @classmethod
     def find(
-        cls, known: set[str], files: tuple[Path, ...], layers: Sequence[Layer], overrides: Mapping[str, object]
+        cls,
+        known: set[str],
+        files: tuple[Path, ...],
+        layers: Sequence[Layer],
+        overrides: Mapping[str, object],
     ) -> SettingSources:
         """Note which layer (lowest precedence first) each variable comes from; the command line wins."""
         origin: dict[str, str] = {}
@@ -216,6 +229,12 @@ class PbxEndpoint:
         return cls(f"{scheme}://{netloc}")
 
 
+def _not_valid(variable: str, where: str, said: str) -> ConfigError:
+    """A value pydantic refused, in a sentence: `said` is its reason ("Input should be ..."), never the value."""
+    reason = f"it {said[len('Input ') :]}" if said.startswith("Input ") else said[:1].lower() + said[1:]
+    return ConfigError(f"{variable} (from {where}) is not valid: {reason}.")
+
+
 class SettingsIncomplete(ConfigError):
     """Several settings are missing or wrong: each is in `problems`, and the message names them all."""
 
@@ -246,12 +265,14 @@ class Connection:
         return self.endpoint.origin
 
 
-class Settings(BaseSettings):
-    """Everything the server reads from THREECX_* variables."""
+class Settings(BaseModel):
+    """Everything the server reads from THREECX_* variables.
 
-    # The .env files are chosen at load time (`env_files`); an empty value counts as unset, as a
-    # client's form leaves an optional field.
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
+    Only `load` reads them: each .env file once, then the environment, noting where each value came
+    from. An empty value counts as unset, as a client's form leaves an optional field.
+    """
+
+    model_config = ConfigDict(extra="ignore")
 
     url: str | None = None
     client_id: str | None = None
@@ -267,6 +288,8 @@ class Settings(BaseSettings):
     journal_retention_days: int = Field(default=90, ge=0, le=36_500)
     mcp_auth_token: SecretStr | None = None
     _sources: SettingSources = PrivateAttr(default_factory=lambda: SettingSources(()))
+    # What `load(collect_problems=True)` set aside as unusable; `connection()` reports it.
+    _unusable: tuple[ConfigError, ...] = PrivateAttr(default=())
 
     @field_validator("client_id", "url", mode="after")
     @classmethod
@@ -274,21 +297,47 @@ class Settings(BaseSettings):
         return value.strip() or None if value is not None else None
 
     @classmethod
-    def load(cls, **overrides: object) -> Settings:
-        """Read the environment and the .env files once, turning pydantic's report into one line per
-        variable that names where the bad value came from."""
+    def load(cls, *, collect_problems: bool = False, **overrides: object) -> Settings:
+        """Read the .env files (each once) and the environment; `overrides` are the command line's.
+
+        A value that cannot be used (THREECX_TIMEOUT=abc) or a .env file that cannot be read raises a
+        `SettingsIncomplete` naming each, and where it came from. With `collect_problems` (doctor)
+        they are set aside instead, the rest is loaded, and `connection()` reports them with every
+        other problem, so that one mistake does not hide the others.
+        """
         files = env_files()
-        sources = SettingSources.find(cls, files, overrides)
+        layers: list[Layer] = []
+        unusable: list[ConfigError] = []
+        for path in filter(Path.is_file, files):
+            try:
+                layers.append((str(path), read_env_file(path)))
+            except ConfigError as exc:
+                unusable.append(exc)
+        layers.append((ENVIRONMENT, environment_settings()))
+        known = {f"{ENV_PREFIX}{name}".upper() for name in cls.model_fields}
+        sources = SettingSources.find(known, files, layers, overrides)
+        merged = {variable: value for _, values in layers for variable, value in values.items()}
+        chosen = {
+            variable.removeprefix(ENV_PREFIX).lower(): merged[variable]
+            for variable, where in sources.origin.items()
+            if where != COMMAND_LINE
+        }
         try:
-            settings = cls(_env_file=files, **overrides)  # type: ignore[arg-type,call-arg]
+            settings = cls.model_validate({**chosen, **overrides})
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{variable} (from {sources.where(variable)}): {err['msg']}"
-                for err in exc.errors(include_input=False)
-                for variable in [f"{ENV_PREFIX}{str(err['loc'][0]).upper()}"]
+            invalid = [str(error["loc"][0]) for error in exc.errors(include_input=False)]
+            unusable.extend(
+                _not_valid(variable, sources.where(variable), str(error["msg"]))
+                for error in exc.errors(include_input=False)
+                for variable in [f"{ENV_PREFIX}{str(error['loc'][0]).upper()}"]
             )
-            raise ConfigError(f"Invalid settings: {problems}.") from None
-        settings._sources = sources
+            if not collect_problems:
+                raise SettingsIncomplete(unusable) from None
+            kept = {name: value for name, value in chosen.items() if name not in invalid}
+            settings = cls.model_validate({**kept, **overrides})
+        if unusable and not collect_problems:
+            raise SettingsIncomplete(unusable)
+        settings._sources, settings._unusable = sources, tuple(unusable)
         return settings
 
     @property
@@ -298,8 +347,9 @@ class Settings(BaseSettings):
 
     def connection(self) -> Connection:
         """The PBX, credentials and TLS trust, checked together; raises ConfigError naming every
-        setting to fix at once (a `SettingsIncomplete` listing them), not one per attempt."""
-        problems: list[ConfigError] = []
+        setting to fix at once (a `SettingsIncomplete` listing them, values `load` set aside first),
+        not one per attempt."""
+        problems = list(self._unusable)
 
         def attempt(resolve: Callable[[], _T]) -> _T | None:
             try:
@@ -360,28 +410,34 @@ class Settings(BaseSettings):
         return self.client_id
 
     def api_key(self) -> SecretStr:
-        """The API key, from THREECX_CLIENT_SECRET or the file THREECX_CLIENT_SECRET_FILE names."""
+        """The API key, from THREECX_CLIENT_SECRET or the file THREECX_CLIENT_SECRET_FILE names (where
+        both are set, `load` kept the one from the source that comes first, unless both share it)."""
+        secret, secret_file = f"{ENV_PREFIX}CLIENT_SECRET", f"{ENV_PREFIX}CLIENT_SECRET_FILE"
         if self.client_secret is not None and self.client_secret_file is not None:
-            raise ConfigError(
-                f"Both {ENV_PREFIX}CLIENT_SECRET and {ENV_PREFIX}CLIENT_SECRET_FILE are set; keep only one."
-            )
+            where = self.sources.where(secret)
+            shared = f" in {where}" if where == self.sources.where(secret_file) else ""
+            raise ConfigError(f"Both {secret} and {secret_file} are set{shared}; keep only one.")
         if self.client_secret_file is not None:
+            path = self.client_secret_file
             try:
-                secret = self.client_secret_file.read_text(encoding="utf-8").strip()
+                key = path.read_text(encoding="utf-8-sig").strip()
+            except UnicodeDecodeError:
+                raise ConfigError(
+                    f"{secret_file} {quoted(str(path), 120)} is not a text file in UTF-8; save the API key "
+                    "in it as plain UTF-8 text."
+                ) from None
             except OSError as exc:
                 raise ConfigError(
-                    f"{ENV_PREFIX}CLIENT_SECRET_FILE {quoted(str(self.client_secret_file), 120)} cannot be read: "
-                    f"{exc.strerror or exc}."
+                    f"{secret_file} {_named_file(path)} cannot be read ({exc.strerror or 'an operating-system error'}). "
+                    f"Set it to the absolute path of a file holding the API key, or give the key itself in {secret}."
                 ) from None
-            if not secret:
-                raise ConfigError(
-                    f"{ENV_PREFIX}CLIENT_SECRET_FILE {quoted(str(self.client_secret_file), 120)} is empty."
-                )
-            return SecretStr(secret)
+            if not key:
+                raise ConfigError(f"{secret_file} {quoted(str(path), 120)} is empty.")
+            return SecretStr(key)
         if self.client_secret is None or not self.client_secret.get_secret_value().strip():
             raise ConfigError(
-                f"{ENV_PREFIX}CLIENT_SECRET is not set. Use the API key shown when the API client was "
-                f"created (or point {ENV_PREFIX}CLIENT_SECRET_FILE at a file holding it)."
+                f"{secret} is not set. Use the API key shown when the API client was "
+                f"created (or point {secret_file} at a file holding it)."
             )
         return SecretStr(self.client_secret.get_secret_value().strip())
 
@@ -395,7 +451,8 @@ class Settings(BaseSettings):
             )
         if not self.ca_bundle.is_file():
             raise ConfigError(
-                f"{ENV_PREFIX}CA_BUNDLE {quoted(str(self.ca_bundle), 120)} is not a readable file."
+                f"{ENV_PREFIX}CA_BUNDLE {_named_file(self.ca_bundle)} is not a readable file; set it to the "
+                "path of the PEM file of the CA that signed the PBX's certificate."
             )
         try:
             return ssl.create_default_context(cafile=str(self.ca_bundle))
@@ -403,3 +460,13 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"{ENV_PREFIX}CA_BUNDLE {quoted(str(self.ca_bundle), 120)} holds no usable PEM certificate ({exc})."
             ) from None
+
+
+def _named_file(path: Path) -> str:
+    """How a message names the file a setting points at: quoted when it is a file; otherwise only by
+    its length, since a value that names no file may be the API key pasted in place of a path (so it
+    is also remembered as a secret: no later message shows it either)."""
+    if path.is_file():
+        return quoted(str(path), 120)
+    remember_secret(str(path))
+    return f"(a value of {len(str(path))} characters, not shown in case it is the API key itself)"

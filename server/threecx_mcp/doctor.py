@@ -2,11 +2,12 @@
 
 First what was read (which .env files and variables, by name only: a value could be the API key),
 then every setting that is missing or wrong at once, whether the journal's folder takes an fsynced
-write (an unwritable journal stops every change the tools would make), and then the network, in
-order. Each failure names its own cause and fix: a TLS failure is diagnosed from the exception's cause
-chain (see `http_errors.tls_error`), so an IP address instead of the certificate's name, an
-expired certificate, or a port that speaks the other protocol is never answered with "set
-THREECX_CA_BUNDLE". Every line passes the sanitiser: what the PBX said is shown redacted and escaped.
+write and an existing journal opens as the server opens it (a journal that cannot be written stops
+every change the tools would make), and then the network, in order. Each failure names its own
+cause and fix: a TLS failure is diagnosed from the exception's cause chain (see
+`http_errors.tls_error`), so an IP address instead of the certificate's name, an expired
+certificate, or a port that speaks the other protocol is never answered with "set THREECX_CA_BUNDLE".
+Every line passes the sanitiser: what the PBX said is shown redacted and escaped.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import anyio.abc
 
 from .client import XapiClient
 from .config import COMMAND_LINE, Connection, PbxEndpoint, Settings, SettingsIncomplete, user_config_dir
-from .errors import HttpsOnlyPort, JournalError, ThreeCXMcpError, in_words
+from .errors import AuthenticationFailed, HttpsOnlyPort, JournalError, ThreeCXMcpError, in_words
 from .http_errors import tls_error
-from .journal import JournalRefused, open_regular_file
+from .journal import Journal
 from .sanitise import clean
 
 _LINE_LIMIT = 2_000
@@ -72,6 +73,11 @@ def sources(settings: Settings) -> Finding:
         f"Settings for every folder go in {user_config_dir() / '.env'} (precedence: the command line, "
         "the environment, a .env in the working directory, then that file)"
     )
+    for name, (where, winner) in sorted(settings.sources.overridden.items()):
+        sentences.append(
+            f"{name} (from {where}) is ignored: {winner} from {settings.sources.where(winner)} gives the same "
+            "setting and comes first"
+        )
     if unknown := settings.sources.unknown:
         names = ", ".join(f"{name} (from {where})" for name, where in sorted(unknown.items()))
         sentences.append(f"Ignored, as no setting has that name: {names}")
@@ -91,9 +97,10 @@ def sandbox_mode(settings: Settings) -> Finding:
 
 
 def check_journal(path: Path) -> Finding:
-    """Create, fsync and delete a file beside the journal: a failure here would stop every tool's change,
-    since nothing is changed on the PBX before the journal holds its record. The folder is created as the
-    server would on first use (mode 0700)."""
+    """Create, fsync and delete a file beside the journal, then open an existing journal as the server
+    does: a failure of either would stop every tool's change, since nothing is changed on the PBX
+    before the journal holds its record. The folder is created as the server would on first use
+    (mode 0700); a journal not made yet is left for the server to make."""
     folder = path.parent
     try:
         if not folder.is_dir():
@@ -105,10 +112,6 @@ def check_journal(path: Path) -> Finding:
         finally:
             os.close(descriptor)
             os.unlink(probe)
-        if path.exists() or path.is_symlink():
-            os.close(open_regular_file(path, os.O_RDWR))
-    except JournalRefused as exc:
-        problem = f"{path} cannot be the journal: {exc.reason}; move it away"
     except (FileExistsError, NotADirectoryError):  # a file where a folder on the way should be
         blocking = next(p for p in (folder, *folder.parents) if p.exists())
         problem = f"cannot make the journal {path}: {blocking} is a file, not a folder; move it away"
@@ -116,19 +119,43 @@ def check_journal(path: Path) -> Finding:
         reason = exc.strerror or "an operating-system error"
         problem = f"cannot write the journal {path} ({reason}); make {folder} writable for this user"
     else:
-        return _check("journal", True, f"{path} (its folder takes an fsynced write)")
+        exists = path.exists()
+        refused = _open_journal(path) if exists else None
+        if refused is None:
+            opens = ", and the journal opens as the server opens it" if exists else ""
+            return _check("journal", True, f"{path} (its folder takes an fsynced write{opens})")
+        return _check("journal", False, refused)
     return _check("journal", False, f"{problem}. {JournalError.hint}")
 
 
+def _open_journal(path: Path) -> str | None:
+    """Why the server could not use the journal file at `path` (not SQLite, another program's database,
+    a newer format, a special file), in the journal's own words; None if it can. Opened as the server
+    opens it, except that no old operation is deleted (retention 0)."""
+    journal = Journal(path, None, retention_days=0)
+    try:
+        anyio.run(journal.recent, 1)
+    except JournalError as exc:
+        return exc.user_message()
+    finally:
+        journal.close()
+    return None
+
+
 async def run_checks(
-    settings: Settings, make_client: Callable[[], XapiClient] | None = None, *, journal: Path | None = None
+    settings: Settings,
+    make_client: Callable[[], XapiClient] | None = None,
+    *,
+    journal: Path | None = None,
+    sandbox: bool = False,
 ) -> list[Finding]:
     """Every check in order: every settings problem, the journal, then the network, where the first
     failure ends the run, since later steps would only repeat it.
 
     `journal` is the journal file to check (default: the one `settings` names). `make_client` is how
     the CLI shares the running servers' token (see `token_store`): a doctor minting its own token
-    would end theirs, since 3CX keeps one per API client.
+    would end theirs, since 3CX keeps one per API client. `sandbox`: `settings` point at the embedded
+    sandbox standing in for the PBX, so its URL is not THREECX_URL.
     """
     journal_check = await anyio.to_thread.run_sync(check_journal, journal or settings.journal_path())
     try:
@@ -147,7 +174,7 @@ async def run_checks(
     if endpoint.uses_tls:
         steps.append(("tls", lambda: _handshake(connection)))
     else:
-        steps.append(("scheme", lambda: _plain_http(endpoint)))
+        steps.append(("scheme", lambda: _plain_http(endpoint, "the sandbox's URL" if sandbox else None)))
     for name, step in steps:
         try:
             checks.append(_check(name, True, await step()))
@@ -160,7 +187,7 @@ async def run_checks(
         try:
             await client.auth.token()
         except ThreeCXMcpError as exc:
-            return [*checks, _check("token", False, exc.user_message())]
+            return [*checks, _check("token", False, _token_refused(exc, settings))]
         checks.append(_check("token", True, "the API client's credentials were accepted"))
         try:
             total = await client.count()
@@ -168,6 +195,15 @@ async def run_checks(
             return [*checks, _check("blacklist", False, exc.user_message())]
     count = "?" if total is None else str(total)
     return [*checks, _check("blacklist", True, f"can read the blacklist ({count} entries)")]
+
+
+def _token_refused(exc: ThreeCXMcpError, settings: Settings) -> str:
+    """The token step's failure; when the API key came from a file, the advice names that variable, not
+    THREECX_CLIENT_SECRET (which `AuthenticationFailed`'s hint names, as most users set it)."""
+    said = exc.user_message()
+    if isinstance(exc, AuthenticationFailed) and settings.client_secret_file is not None:
+        return said.replace("(THREECX_CLIENT_SECRET)", "(in the file THREECX_CLIENT_SECRET_FILE names)")
+    return said
 
 
 async def _resolve(endpoint: PbxEndpoint) -> str:
@@ -195,8 +231,9 @@ async def _handshake(connection: Connection) -> str:
     return "certificate verified" if verify is not False else "connected WITHOUT verifying the certificate"
 
 
-async def _plain_http(endpoint: PbxEndpoint) -> str:
-    """THREECX_URL says http://: fail if the port completes a TLS handshake, so it wants https://."""
+async def _plain_http(endpoint: PbxEndpoint, named: str | None = None) -> str:
+    """THREECX_URL (or, as `named` says, another URL) says http://: fail if the port completes a TLS
+    handshake, so it wants https://."""
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # only the protocol is asked
     try:
@@ -205,7 +242,7 @@ async def _plain_http(endpoint: PbxEndpoint) -> str:
                 endpoint.host.strip("[]"), endpoint.port, tls=True, ssl_context=context
             )
     except (OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream):
-        return f"port {endpoint.port} does not speak HTTPS, as the http:// in THREECX_URL says"
+        return f"port {endpoint.port} does not speak HTTPS, as {named or 'the http:// in THREECX_URL'} says"
     await _close(stream)
     raise HttpsOnlyPort(
         f"THREECX_URL says http://, but port {endpoint.port} of {endpoint.host} speaks HTTPS."
