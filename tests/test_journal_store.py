@@ -813,7 +813,7 @@ def test_cli_show_escapes_text_from_the_pbx(
 
     code, out, err = cli(capsys, path, "show", "nope\u2028x")
     assert code == 2 and out == "" and len(err.splitlines()) == 1
-    assert err.startswith("threecx-mcp journal: No operation nope\\u2028x in the journal")
+    assert err.startswith('threecx-mcp journal: No operation "nope\\u2028x" in the journal')
 
 
 def test_cli_export_writes_json_lines_any_reader_can_split(
