@@ -18,8 +18,9 @@ from mcp import Client
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from threecx_mcp.journal import Journal
+from threecx_mcp.pbxs import PbxRoster
 from threecx_mcp.server import build_server
-from threecx_mcp.wiring import client_factory
+from threecx_mcp.wiring import roster_for
 
 from bench.harness import machine, stack, with_plan
 
@@ -35,7 +36,11 @@ async def _delete(client: Client, planned: dict[str, Any]) -> None:
 async def measure(sizes: list[int], repeats: int) -> list[dict[str, float]]:
     rows = []
     with stack() as target, tempfile.TemporaryDirectory() as tmp:
-        server = build_server(client_factory(target.settings), Journal(Path(tmp) / "j.sqlite3", "bench"))
+        server = build_server(
+            PbxRoster.single(
+                roster_for(target.settings).pick(None).make_client, Journal(Path(tmp) / "j.sqlite3", "bench")
+            )
+        )
         async with Client(server) as client:
             await client.call_tool("get_blacklist_number", {"id": "1"})  # token and connections warm
             for size in sizes:

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from threecx_mcp.config import Settings
 from threecx_mcp.http_transport import http_app
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
-from threecx_mcp.wiring import client_factory
+from threecx_mcp.wiring import roster_for
 
 BENCH_TOKEN = "bench-bearer-token-0123456789-abcdefghij"
 
@@ -47,7 +47,7 @@ def stack(sandbox: Sandbox | None = None) -> Iterator[Stack]:
             mcp_auth_token=SecretStr(BENCH_TOKEN),
             journal=Path(tmp) / "journal.sqlite3",
         )
-        with LoopbackServer(http_app(settings, client_factory(settings), "127.0.0.1")) as mcp:
+        with LoopbackServer(http_app(settings, roster_for(settings), "127.0.0.1")) as mcp:
             yield Stack(sandbox, pbx.url, f"{mcp.url}/mcp", settings)
 
 

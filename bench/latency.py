@@ -19,8 +19,9 @@ from mcp import Client
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from threecx_mcp.journal import Journal
+from threecx_mcp.pbxs import PbxRoster
 from threecx_mcp.server import build_server
-from threecx_mcp.wiring import client_factory
+from threecx_mcp.wiring import roster_for
 
 from bench.harness import machine, with_plan
 from bench.undo import RemotePbx, remote_pbx
@@ -73,7 +74,11 @@ async def measure(
     with remote_pbx(0) as pbx, tempfile.TemporaryDirectory() as tmp:
         settings = pbx.settings.model_copy(update={"journal": Path(tmp) / "j.sqlite3"})
         limit = settings.max_in_flight
-        server = build_server(client_factory(settings), Journal(Path(tmp) / "j.sqlite3", "bench"))
+        server = build_server(
+            PbxRoster.single(
+                roster_for(settings).pick(None).make_client, Journal(Path(tmp) / "j.sqlite3", "bench")
+            )
+        )
         async with Client(server) as client:
             await client.call_tool("get_blacklist_number", {"id": "1"})  # token and connections warm
             for latency in latencies:

@@ -17,8 +17,9 @@ from mcp import Client, StdioServerParameters
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from threecx_mcp.journal import Journal
+from threecx_mcp.pbxs import PbxRoster
 from threecx_mcp.server import build_server
-from threecx_mcp.wiring import client_factory
+from threecx_mcp.wiring import roster_for
 
 from bench.harness import machine, median_ms, stack
 
@@ -63,7 +64,11 @@ async def measure(samples: int) -> dict[str, float]:
 
             return await _timed(samples, call)
 
-        server = build_server(client_factory(target.settings), Journal(Path(tmp) / "j.sqlite3", "bench"))
+        server = build_server(
+            PbxRoster.single(
+                roster_for(target.settings).pick(None).make_client, Journal(Path(tmp) / "j.sqlite3", "bench")
+            )
+        )
         async with Client(server) as client:
             results["mcp in-memory"] = median_ms(await through(client))
         env = {

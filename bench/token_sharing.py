@@ -35,7 +35,7 @@ from threecx_mcp.sandbox import (
     LoopbackServer,
     Sandbox,
 )
-from threecx_mcp.wiring import client_factory
+from threecx_mcp.wiring import roster_for
 
 from bench.harness import machine
 
@@ -95,7 +95,11 @@ async def _work(
         journal=Path(state_dir) / "journal.sqlite3",  # the state directory: the token file goes beside it
     )
     connection = settings.connection()
-    factory = client_factory(settings) if sharing else lambda: XapiClient.from_connection(connection)
+    factory = (
+        roster_for(settings).pick(None).make_client
+        if sharing
+        else lambda: XapiClient.from_connection(connection)
+    )
     calls = failures = 0
     messages: set[str] = set()
     await anyio.sleep(max(start_at - time.time(), 0.0))

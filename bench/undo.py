@@ -33,6 +33,7 @@ if __package__ in (None, ""):
 from threecx_mcp.client import XapiClient
 from threecx_mcp.config import Settings
 from threecx_mcp.journal import Journal
+from threecx_mcp.pbxs import PbxRoster
 from threecx_mcp.sandbox import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
@@ -41,7 +42,7 @@ from threecx_mcp.sandbox import (
     Sandbox,
 )
 from threecx_mcp.server import BlacklistServer, build_server
-from threecx_mcp.wiring import client_factory
+from threecx_mcp.wiring import roster_for
 
 from bench.harness import BENCH_TOKEN, Stack, machine, stack, with_plan
 
@@ -87,7 +88,12 @@ def _big_sandbox(entries: int, **variants: Any) -> Sandbox:
 
 
 def _in_memory_server(target: Stack, tmp: str) -> BlacklistServer:
-    return build_server(client_factory(target.settings), Journal(Path(tmp) / "journal.sqlite3", "bench"))
+    return build_server(
+        PbxRoster.single(
+            roster_for(target.settings).pick(None).make_client,
+            Journal(Path(tmp) / "journal.sqlite3", "bench"),
+        )
+    )
 
 
 async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -314,7 +320,9 @@ async def _restore_run(name: str, client: Client, pbx: RemotePbx, ids: list[str]
 async def _restore_pass(ids: int, operations: int, watch: bool) -> list[RestoreRun]:
     with remote_pbx(ids) as pbx, tempfile.TemporaryDirectory() as tmp:
         journal = Journal(Path(tmp) / "journal.sqlite3", "bench")
-        async with Client(build_server(client_factory(pbx.settings), journal)) as client:
+        async with Client(
+            build_server(PbxRoster.single(roster_for(pbx.settings).pick(None).make_client, journal))
+        ) as client:
             chunk = -(-ids // operations)
             for start in range(0, ids, chunk):
                 part = pbx.ids[start : start + chunk]

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from threecx_mcp.client import XapiClient
 from threecx_mcp.config import PbxEndpoint, Settings
 from threecx_mcp.journal import Journal
+from threecx_mcp.pbxs import PbxRoster
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 from threecx_mcp.server import BlacklistServer, build_server
 
@@ -69,9 +70,9 @@ def client_factory(sandbox_url: str):  # type: ignore[no-untyped-def]
 def http_server(sandbox: Sandbox, pbx_settings: Settings) -> Iterator[str]:
     """The MCP server over streamable HTTP on 127.0.0.1, bearer-protected, managing the sandbox."""
     from threecx_mcp.http_transport import http_app
-    from threecx_mcp.wiring import client_factory
+    from threecx_mcp.wiring import roster_for
 
-    with LoopbackServer(http_app(pbx_settings, client_factory(pbx_settings), "127.0.0.1")) as server:
+    with LoopbackServer(http_app(pbx_settings, roster_for(pbx_settings), "127.0.0.1")) as server:
         yield server.url
 
 
@@ -110,7 +111,9 @@ def pbx_variant(request: pytest.FixtureRequest, sandbox: Sandbox) -> str:
 @pytest.fixture
 def make_server(client_factory: Callable[[], XapiClient], journal: Journal) -> Callable[..., BlacklistServer]:
     """The MCP server wired to the loopback sandbox and this test's journal."""
-    return lambda read_only=False: build_server(client_factory, journal, read_only=read_only)
+    return lambda read_only=False: build_server(
+        PbxRoster.single(client_factory, journal), read_only=read_only
+    )
 
 
 @pytest.fixture(params=["auto", "legacy"])

@@ -21,6 +21,7 @@ from threecx_mcp.errors import InvalidArgument
 from threecx_mcp.journal import Journal
 from threecx_mcp.operations import bulk_add, bulk_delete, restore
 from threecx_mcp.operations.entry_lists import EntryInput, parse_entries
+from threecx_mcp.pbxs import PbxRoster
 from threecx_mcp.sandbox import Fault, Sandbox
 from threecx_mcp.sandbox.pbx import RecordedRequest
 from threecx_mcp.server import BlacklistServer, build_server
@@ -406,7 +407,7 @@ async def test_two_bulk_adds_at_once_stay_within_max_in_flight(
 ) -> None:
     sandbox.latency = 0.01
     lists = [[{"caller_id": f"+316600{n}{i:04d}"} for i in range(40)] for n in range(2)]
-    async with Client(build_server(client_for(sandbox_url, 3), journal)) as client:
+    async with Client(build_server(PbxRoster.single(client_for(sandbox_url, 3), journal))) as client:
         plans = [await plan_for(client, entries) for entries in lists]
         sandbox.in_flight_peak = 0
         results: list[Any] = []
@@ -430,7 +431,7 @@ async def test_undoing_an_add_removes_within_the_bound_and_reports_progress(
     async def on_progress(done: float, total: float | None, message: str | None) -> None:
         progress.append((done, total))
 
-    async with Client(build_server(client_for(sandbox_url, 3), journal)) as client:
+    async with Client(build_server(PbxRoster.single(client_for(sandbox_url, 3), journal))) as client:
         entries = [{"caller_id": f"+3166100{i:04d}"} for i in range(250)]
         plan = await plan_for(client, entries)
         added = await client.call_tool(
@@ -489,7 +490,7 @@ async def test_an_unwritable_journal_stops_the_add_before_any_create(
 
     (tmp_path / "dir.sqlite3").mkdir()
     journal = Journal(tmp_path / "dir.sqlite3", PbxEndpoint.parse(sandbox_url).origin)
-    async with Client(build_server(client_for(sandbox_url, 2), journal)) as client:
+    async with Client(build_server(PbxRoster.single(client_for(sandbox_url, 2), journal))) as client:
         entries = [{"caller_id": "+3167200001"}]
         result = await call_confirmed(client, ADD, {"entries": entries})
     assert result.is_error and "Nothing was changed on the PBX" in text_of(result)

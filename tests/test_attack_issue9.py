@@ -31,6 +31,7 @@ from threecx_mcp.client import XapiClient
 from threecx_mcp.errors import UnexpectedResponse
 from threecx_mcp.journal import Journal, OperationKind
 from threecx_mcp.operations import bulk_delete, restore
+from threecx_mcp.pbxs import PbxRoster
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SEED_ENTRIES, Fault, Sandbox
 from threecx_mcp.sandbox import pbx as sandbox_pbx
 from threecx_mcp.sandbox.pbx import RecordedRequest
@@ -559,9 +560,9 @@ async def test_list_operations_refuses_a_cursor_of_another_pbx(
     client_factory: Callable[[], XapiClient], journal: Journal
 ) -> None:
     other = Journal(journal.path, "https://other-pbx.example.com")
-    async with Client(build_server(client_factory, other)) as client:
+    async with Client(build_server(PbxRoster.single(client_factory, other))) as client:
         theirs = await call(client, "bulk_delete_blacklist_numbers", ids=["1"])
-    async with Client(build_server(client_factory, journal)) as client:
+    async with Client(build_server(PbxRoster.single(client_factory, journal))) as client:
         mine = await call(client, "bulk_delete_blacklist_numbers", ids=["2"])
         text = await error_text(client, "list_operations", cursor=theirs["operation_id"])
         assert "not an operation of this PBX" in text
@@ -589,7 +590,7 @@ async def test_the_operation_resource_pages_end_and_other_pbx_operations_stay_hi
     client_factory: Callable[[], XapiClient], journal: Journal, sandbox: Sandbox
 ) -> None:
     ids = [sandbox.add(f"+1408{i:07d}")["Id"] for i in range(501)]
-    async with Client(build_server(client_factory, journal)) as client:
+    async with Client(build_server(PbxRoster.single(client_factory, journal))) as client:
         deleted = await call(client, "bulk_delete_blacklist_numbers", ids=ids)
         first = json.loads((await client.read_resource(deleted["details"])).contents[0].text)  # type: ignore[union-attr]
         assert [i["id"] for i in first["items"]] == ids and first["next_page"] is None  # small: one page
@@ -602,7 +603,7 @@ async def test_the_operation_resource_pages_end_and_other_pbx_operations_stay_hi
         )
         assert beyond["items"] == [] and beyond["next_page"] is None
     other = Journal(journal.path, "https://other-pbx.example.com")
-    async with Client(build_server(client_factory, other)) as client:
+    async with Client(build_server(PbxRoster.single(client_factory, other))) as client:
         with pytest.raises(MCPError, match="Error creating resource|No journaled operation"):
             await client.read_resource(deleted["details"])
 
@@ -831,7 +832,7 @@ async def test_a_fifo_or_directory_at_the_journal_path_refuses_changes_without_h
     path = tmp_path / "journal.sqlite3"
     os.mkfifo(path) if kind == "fifo" else path.mkdir()
     with anyio.fail_after(30):
-        async with Client(build_server(client_factory, Journal(path, "pbx"))) as client:
+        async with Client(build_server(PbxRoster.single(client_factory, Journal(path, "pbx")))) as client:
             text = await error_text(client, "bulk_delete_blacklist_numbers", ids=["1", "2"])
             update = await error_text(client, "update_blacklist_number", id="3", description="x")
     words = "a FIFO (named pipe)" if kind == "fifo" else "a directory"
@@ -869,7 +870,7 @@ async def test_defect_a_0_1_journal_configured_without_the_jsonl_suffix_breaks_e
     settings = Settings.load(
         url=sandbox_url, client_id=SANDBOX_CLIENT_ID, client_secret=SANDBOX_CLIENT_SECRET, journal=old
     )
-    async with Client(build_server(client_factory, journal_for(settings))) as client:
+    async with Client(build_server(PbxRoster.single(client_factory, journal_for(settings)))) as client:
         result = await call_confirmed(client, "bulk_delete_blacklist_numbers", {"ids": ["1"]})
         assert not result.is_error, result.content[0].text  # type: ignore[union-attr]
         undo = await call(client, "restore_blacklist_numbers", operation_id="0123456789ab")
@@ -887,7 +888,7 @@ async def test_a_journal_path_symlinked_to_another_programs_database_is_refused_
     before = theirs.read_bytes()
     link = tmp_path / "journal.sqlite3"
     link.symlink_to(theirs)
-    async with Client(build_server(client_factory, Journal(link, "pbx"))) as client:
+    async with Client(build_server(PbxRoster.single(client_factory, Journal(link, "pbx")))) as client:
         text = await error_text(client, "bulk_delete_blacklist_numbers", ids=["1"])
     assert "another program" in text and "Nothing was changed on the PBX" in text
     assert "1" in sandbox.entries and theirs.read_bytes() == before
@@ -901,7 +902,7 @@ async def test_a_journal_reached_through_a_symlink_works_and_stays_private(
     await Journal(real, "another PBX").begin(OperationKind.DELETE, [])  # the file exists already
     link = tmp_path / "journal.sqlite3"
     link.symlink_to(real)
-    async with Client(build_server(client_factory, Journal(link, "pbx"))) as client:
+    async with Client(build_server(PbxRoster.single(client_factory, Journal(link, "pbx")))) as client:
         deleted = await call(client, "bulk_delete_blacklist_numbers", ids=["1", "2"])
         restored = await call(client, "restore_blacklist_numbers", operation_id=deleted["operation_id"])
     assert restored["counts"] == {"recreated": 2}
@@ -918,7 +919,7 @@ async def test_defect_a_symlink_to_a_journal_not_created_yet_is_refused(
     (tmp_path / "synced").mkdir()
     link = tmp_path / "journal.sqlite3"
     link.symlink_to(tmp_path / "synced" / "journal.sqlite3")
-    async with Client(build_server(client_factory, Journal(link, "pbx"))) as client:
+    async with Client(build_server(PbxRoster.single(client_factory, Journal(link, "pbx")))) as client:
         result = await call_confirmed(client, "bulk_delete_blacklist_numbers", {"ids": ["1"]})
     assert not result.is_error, result.content[0].text  # type: ignore[union-attr]
     assert stat.S_IMODE((tmp_path / "synced" / "journal.sqlite3").stat().st_mode) == 0o600

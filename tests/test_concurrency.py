@@ -19,6 +19,7 @@ from threecx_mcp.journal import Journal
 from threecx_mcp.operations import bulk_add, bulk_delete, restore
 from threecx_mcp.operations.concurrency import AdaptiveLimiter, for_each
 from threecx_mcp.operations.entry_lists import EntryInput
+from threecx_mcp.pbxs import PbxRoster
 from threecx_mcp.sandbox import Fault, Sandbox
 from threecx_mcp.sandbox.pbx import RecordedRequest
 from threecx_mcp.server import build_server
@@ -54,7 +55,7 @@ async def test_bulk_add_and_its_restore_never_exceed_max_in_flight(
     sandbox: Sandbox, sandbox_url: str, journal: Journal, mode: str
 ) -> None:
     sandbox.latency = 0.01  # requests overlap as at a real PBX's distance
-    async with Client(build_server(client_for(sandbox_url, 3), journal), mode=mode) as mcp:
+    async with Client(build_server(PbxRoster.single(client_for(sandbox_url, 3), journal)), mode=mode) as mcp:
         added = await call_confirmed(
             mcp, "add_blacklist_numbers", {"entries": [{"caller_id": e.caller_id} for e in entries(60)]}
         )

@@ -16,6 +16,7 @@ from threecx_mcp import confirmation
 from threecx_mcp.confirmation import PlanBook
 from threecx_mcp.errors import InvalidArgument
 from threecx_mcp.journal import Journal
+from threecx_mcp.pbxs import PbxRoster
 from threecx_mcp.sandbox import Sandbox
 from threecx_mcp.server import BlacklistServer, build_server
 
@@ -100,10 +101,12 @@ async def test_a_plan_made_by_one_server_process_applies_once_in_another(
 ) -> None:
     """Some clients start a server per call (the Inspector's CLI over stdio): the plan is on disk."""
     path = tmp_path / "state" / "plans.sqlite3"
-    async with Client(build_server(client_factory, journal, plans=PlanBook(path))) as first:
+    async with Client(build_server(PbxRoster.single(client_factory, journal), plans=PlanBook(path))) as first:
         plan = await structured(first, ids=["1"])
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    servers = [build_server(client_factory, journal, plans=PlanBook(path)) for _ in range(2)]
+    servers = [
+        build_server(PbxRoster.single(client_factory, journal), plans=PlanBook(path)) for _ in range(2)
+    ]
     async with Client(servers[0]) as second, Client(servers[1]) as third:
         applied = await second.call_tool(DELETE, {"ids": ["1"], "plan_id": plan["plan_id"]})
         again = await third.call_tool(DELETE, {"ids": ["1"], "plan_id": plan["plan_id"]})

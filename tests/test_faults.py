@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from threecx_mcp.client import RetryPolicy, XapiClient
 from threecx_mcp.config import PbxEndpoint
 from threecx_mcp.journal import Journal
+from threecx_mcp.pbxs import PbxRoster
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Fault, Sandbox
 from threecx_mcp.server import BlacklistServer, build_server
 
@@ -125,7 +126,7 @@ async def test_read_timeout_then_success(sandbox: Sandbox, sandbox_url: str, jou
         timeout=0.3,
         retry=RetryPolicy(attempts=3, base_delay=0.01),
     )
-    async with Client(build_server(factory, journal)) as client:
+    async with Client(build_server(PbxRoster.single(factory, journal))) as client:
         result = await call(client, "bulk_delete_blacklist_numbers", ids=["1", "2"])
     assert result["outcome"] == "completed" and sandbox.count("POST", BULK) == 2
     await assert_journal_matches_the_pbx(journal, sandbox)
@@ -141,7 +142,7 @@ async def test_connection_reset_mid_bulk_delete(sandbox: Sandbox, sandbox_server
             SecretStr(SANDBOX_CLIENT_SECRET),
             retry=FAST_RETRY,
         )
-        async with Client(build_server(factory, journal)) as client:
+        async with Client(build_server(PbxRoster.single(factory, journal))) as client:
             result = await call(client, "bulk_delete_blacklist_numbers", ids=["1", "2"])
         tg.cancel_scope.cancel()
     assert proxy.resets == 1
@@ -162,7 +163,7 @@ async def test_a_delete_that_times_out_but_still_applies_is_reported_unknown(
         timeout=0.3,
         retry=RetryPolicy(attempts=2, base_delay=0.01),
     )
-    async with Client(build_server(factory, journal)) as client:
+    async with Client(build_server(PbxRoster.single(factory, journal))) as client:
         result = await call(client, "bulk_delete_blacklist_numbers", ids=["1", "2"])
     assert result["outcome"] == "partial"
     assert [r["status"] for r in result["results"]] == ["unknown", "unknown"]

@@ -19,6 +19,7 @@ from threecx_mcp.client import XapiClient
 from threecx_mcp.errors import JournalError
 from threecx_mcp.journal import ItemRecord, Journal, OperationKind
 from threecx_mcp.operations import bulk_delete
+from threecx_mcp.pbxs import PbxRoster
 from threecx_mcp.sandbox import SEED_ENTRIES, Fault, Sandbox
 from threecx_mcp.sandbox.pbx import RecordedRequest
 from threecx_mcp.server import BlacklistServer, build_server
@@ -100,7 +101,9 @@ async def test_an_unwritable_journal_stops_the_operation(
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     before = {k: dict(v) for k, v in sandbox.entries.items()}
-    async with Client(build_server(client_factory, Journal(blocker / "journal.sqlite3", "pbx"))) as client:
+    async with Client(
+        build_server(PbxRoster.single(client_factory, Journal(blocker / "journal.sqlite3", "pbx")))
+    ) as client:
         message = await fail(client, tool, **arguments)
     assert "Cannot write the safety journal" in message and "Nothing was changed on the PBX" in message
     assert "THREECX_JOURNAL" in message
@@ -123,7 +126,7 @@ async def test_a_failed_end_record_still_reports_what_was_deleted(
 ) -> None:
     journal = EndFails(tmp_path / "journal.sqlite3", "pbx")
     ids = [sandbox.add(f"+1321{i:07d}")["Id"] for i in range(34)]
-    async with Client(build_server(client_factory, journal)) as client:
+    async with Client(build_server(PbxRoster.single(client_factory, journal))) as client:
         result = await call(client, "bulk_delete_blacklist_numbers", ids=ids)
         assert result["deleted"] == 34 and result["operation_id"]
         assert "nothing was changed" not in json.dumps(result).lower()
@@ -170,7 +173,7 @@ async def test_a_disk_that_fills_during_a_delete_gives_a_truthful_result(
             pass  # full
 
     on_request(sandbox, "POST", BULK, fill_the_disk)
-    async with Client(build_server(client_factory, journal)) as client:
+    async with Client(build_server(PbxRoster.single(client_factory, journal))) as client:
         raw = await call_confirmed(client, "bulk_delete_blacklist_numbers", {"ids": ids})
     assert not raw.is_error, raw.content
     result = raw.structured_content
@@ -381,9 +384,9 @@ async def test_another_pbx_operations_are_invisible(
     client_factory: Callable[[], XapiClient], sandbox: Sandbox, journal: Journal
 ) -> None:
     other = Journal(journal.path, "https://other-pbx.example.com")
-    async with Client(build_server(client_factory, other)) as client:
+    async with Client(build_server(PbxRoster.single(client_factory, other))) as client:
         theirs = await call(client, "bulk_delete_blacklist_numbers", ids=["1"])
-    async with Client(build_server(client_factory, journal)) as client:
+    async with Client(build_server(PbxRoster.single(client_factory, journal))) as client:
         assert (await call(client, "list_operations"))["operations"] == []
         assert "No journaled operation" in await fail(
             client, "restore_blacklist_numbers", operation_id=theirs["operation_id"]

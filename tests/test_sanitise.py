@@ -27,6 +27,7 @@ from threecx_mcp.display import escape, quoted
 from threecx_mcp.errors import ThreeCXMcpError
 from threecx_mcp.http_errors import error_from_response, unexpected_body
 from threecx_mcp.journal import Journal
+from threecx_mcp.pbxs import PbxRoster
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Fault, Sandbox
 from threecx_mcp.sanitise import (
     INVISIBLE,
@@ -277,7 +278,7 @@ async def test_tool_output_shows_no_key_or_token_from_a_pbx_quoting_requests(
         PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr(SANDBOX_CLIENT_SECRET), retry=FAST_RETRY
     )
     sandbox.inject(Fault(status=403, path="/xapi/v1/BlackListNumbers", method="GET"))
-    async with Client(build_server(right, journal)) as client:
+    async with Client(build_server(PbxRoster.single(right, journal))) as client:
         text = await _tool_texts(
             client,
             [
@@ -289,7 +290,7 @@ async def test_tool_output_shows_no_key_or_token_from_a_pbx_quoting_requests(
     wrong = lambda: XapiClient(
         PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr(WRONG_KEY), retry=FAST_RETRY
     )
-    async with Client(build_server(wrong, journal)) as client:
+    async with Client(build_server(PbxRoster.single(wrong, journal))) as client:
         text += await _tool_texts(client, [("get_blacklist_number", {"id": "1"})])
     assert "refused" in text  # the PBX's echoing errors did reach the output
     if switch == "echo_form_in_errors":

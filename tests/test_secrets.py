@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from threecx_mcp.client import XapiClient
 from threecx_mcp.config import PbxEndpoint, Settings
 from threecx_mcp.journal import Journal
+from threecx_mcp.pbxs import PbxRoster
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Fault, Sandbox
 from threecx_mcp.server import BlacklistServer, build_server
 
@@ -58,7 +59,7 @@ async def test_no_secret_in_logs_or_tool_output(
     wrong = XapiClient(
         PbxEndpoint.parse(sandbox_url), SANDBOX_CLIENT_ID, SecretStr("wrong-api-key"), retry=FAST_RETRY
     )
-    async with Client(build_server(lambda: wrong, journal)) as client:
+    async with Client(build_server(PbxRoster.single(lambda: wrong, journal))) as client:
         result = await client.call_tool("get_blacklist_number", {"id": "1"})
         seen += [c.text for c in result.content]  # type: ignore[union-attr]
     seen += [record.getMessage() for record in caplog.records]

@@ -154,12 +154,12 @@ async def test_http_refuses_unauthenticated_and_rebinding_requests(
 
 def test_binding_beyond_loopback_requires_a_token() -> None:
     settings = Settings.load(sandbox=True)
-    from threecx_mcp.wiring import client_factory
+    from threecx_mcp.wiring import roster_for
 
     with pytest.raises(ConfigError, match="THREECX_MCP_AUTH_TOKEN"):
-        http_app(settings, client_factory(settings), "0.0.0.0")
+        http_app(settings, roster_for(settings), "0.0.0.0")
     protected = Settings.load(sandbox=True, mcp_auth_token=SecretStr(secrets.token_urlsafe(32)))
-    assert isinstance(http_app(protected, client_factory(protected), "0.0.0.0"), RequireBearerToken)
+    assert isinstance(http_app(protected, roster_for(protected), "0.0.0.0"), RequireBearerToken)
 
 
 def test_doctor_passes_on_the_sandbox_and_fails_with_a_fix(tmp_path: Path, sandbox_url: str) -> None:
@@ -287,15 +287,15 @@ def test_http_command_serves_what_it_announces(tmp_path: Path) -> None:
 def test_a_short_auth_token_is_refused_with_how_to_make_one(host: str) -> None:
     short = "s3cr3t-" + "x" * 24  # 31 characters
     settings = Settings.load(sandbox=True, mcp_auth_token=SecretStr(short))
-    from threecx_mcp.wiring import client_factory
+    from threecx_mcp.wiring import roster_for
 
     with pytest.raises(ConfigError) as refused:
-        http_app(settings, client_factory(settings), host)
+        http_app(settings, roster_for(settings), host)
     message = refused.value.user_message()
     assert "THREECX_MCP_AUTH_TOKEN is 31 characters" in message and "at least 32" in message
     assert "secrets.token_urlsafe(32)" in message and short not in message
     enough = Settings.load(sandbox=True, mcp_auth_token=SecretStr(short + "x"))
-    assert isinstance(http_app(enough, client_factory(enough), host), RequireBearerToken)
+    assert isinstance(http_app(enough, roster_for(enough), host), RequireBearerToken)
 
 
 def test_the_command_refuses_a_short_token_without_a_traceback() -> None:
@@ -347,7 +347,7 @@ async def test_a_session_flood_on_loopback_does_not_lock_clients_out(pbx_setting
     import anyio
     from threecx_mcp.http_transport import MAX_SESSIONS
     from threecx_mcp.sandbox import LoopbackServer
-    from threecx_mcp.wiring import client_factory
+    from threecx_mcp.wiring import roster_for
 
     settings = pbx_settings.model_copy(
         update={"mcp_auth_token": None}
@@ -359,7 +359,7 @@ async def test_a_session_flood_on_loopback_does_not_lock_clients_out(pbx_setting
         page = await client.call_tool("list_blacklist_numbers", {"limit": 1})
         return page.structured_content["total"]  # type: ignore[no-any-return,index]
 
-    with LoopbackServer(http_app(settings, client_factory(settings), "127.0.0.1")) as server:
+    with LoopbackServer(http_app(settings, roster_for(settings), "127.0.0.1")) as server:
         url = f"{server.url}/mcp"
         async with Client(url, mode="legacy") as early:  # a real client, connected before the flood
             assert await call(early) == 12
@@ -539,12 +539,12 @@ async def test_without_file_locking_each_process_keeps_its_own_token_and_says_so
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from threecx_mcp.wiring import client_factory
+    from threecx_mcp.wiring import roster_for
 
     settings = pbx_settings
     with monkeypatch.context() as windows:
         windows.setattr(sys, "platform", "win32")  # no fcntl there
-        factory = client_factory(settings)
+        factory = roster_for(settings).pick(None).make_client
     for _ in range(2):
         async with factory() as client:
             assert await client.count() == 12

@@ -1,4 +1,4 @@
-"""What the tools share for the server's lifetime: the PBX client, the journal, the plans, the open questions."""
+"""What the tools share for the server's lifetime: the PBXs and their clients, the plans, the open questions."""
 
 from __future__ import annotations
 
@@ -9,18 +9,36 @@ from mcp.server.mcpserver import Context
 
 from .client import XapiClient
 from .confirmation import PlanBook
-from .journal import Journal
+from .pbxs import Pbx, PbxRoster
 
 
 @dataclass
 class AppState:
     """What the tools share for the server's lifetime."""
 
-    client: XapiClient
-    journal: Journal
+    pbxs: PbxRoster
     plans: PlanBook
+    # Each PBX's client, by name, made when a call first needs it and closed when the server stops.
+    clients: dict[str | None, XapiClient] = field(default_factory=dict)
     # What each pending question showed the user, by request id: a delete then touches only that.
     shown: dict[object, object] = field(default_factory=dict)
+
+    def client(self, pbx: Pbx) -> XapiClient:
+        """`pbx`'s client: one per PBX for the server's lifetime, so one token, retry state and write limit.
+        Made synchronously, so two calls arriving together cannot make two."""
+        client = self.clients.get(pbx.name)
+        if client is None:
+            client = self.clients[pbx.name] = pbx.make_client()
+        return client
+
+    async def close(self) -> None:
+        """Close every client made, and every journal (they reopen if the server is started again)."""
+        try:
+            for client in self.clients.values():
+                await client.aclose()
+        finally:
+            self.clients.clear()
+            self.pbxs.close()
 
 
 def state_of(ctx: Context) -> AppState:

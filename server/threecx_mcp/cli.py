@@ -20,11 +20,12 @@ from .doctor import run_checks, sandbox_mode, sources
 from .errors import ConfigError
 from .http_transport import bind, http_app, serve_http
 from .journal import Journal
+from .pbxs import PbxRoster
 from .probe import run_probe
 from .sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 from .server import build_server
 from .stdio_transport import serve_stdio
-from .wiring import client_factory, journal_for, pbx_key, plans_for
+from .wiring import journal_for, plans_for, roster_for
 
 logger = logging.getLogger(__name__)
 
@@ -154,35 +155,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             return doctor(settings, probe=args.probe)
         if notice := settings.sandbox_notice():
             logger.warning("%s", notice)
-        factory = client_factory(settings)
+        pbxs = roster_for(settings)
         if args.transport == "stdio":
-            serve_stdio(
-                build_server(
-                    factory, journal_for(settings), read_only=settings.read_only, plans=plans_for(settings)
-                )
-            )
+            serve_stdio(build_server(pbxs, read_only=settings.read_only, plans=plans_for(settings)))
             return 0
-        app = http_app(settings, factory, args.host)
+        app = http_app(settings, pbxs, args.host)
         listener = bind(args.host, args.port)
     except ConfigError as exc:
         for problem in exc.problems if isinstance(exc, SettingsIncomplete) else (exc,):  # a line each
             print(f"threecx-mcp: {problem.user_message()}", file=sys.stderr)
         return 2
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
-    pbx = "the sandbox PBX" if settings.sandbox else settings.endpoint().origin
     print(
-        f"threecx-mcp: MCP over streamable HTTP at http://{shown_host}:{args.port}/mcp ({pbx})",
+        f"threecx-mcp: MCP over streamable HTTP at http://{shown_host}:{args.port}/mcp ({serving(pbxs)})",
         file=sys.stderr,
     )
     serve_http(app, listener)
     return 0
 
 
+def serving(pbxs: PbxRoster) -> str:
+    """What the start-up line says the server manages: "the sandbox PBX", an origin, or every PBX by name."""
+    if not pbxs.several:
+        location = pbxs.pbxs[0].location
+        return "the sandbox PBX" if location == "sandbox" else location
+    default = f"; default {pbxs.default}" if pbxs.default else ""
+    return (
+        f"{len(pbxs.pbxs)} PBXs: " + ", ".join(f"{pbx.name} at {pbx.location}" for pbx in pbxs.pbxs) + default
+    )
+
+
 def journal(words: Sequence[str]) -> int:
     """`threecx-mcp journal …`: this PBX's operations when one is configured, else every PBX's."""
     try:
         settings = Settings.load()
-        key = pbx_key(settings) if settings.sandbox or settings.url else None
+        pbxs = roster_for(settings) if settings.sandbox or settings.url else None
+        key = pbxs.pick(None).key if pbxs is not None and not pbxs.several else None
     except ConfigError as exc:
         print(f"threecx-mcp: {exc.user_message()}", file=sys.stderr)
         return 2
@@ -207,7 +215,7 @@ def doctor(settings: Settings, *, probe: bool = False) -> int:
             connection = sandbox_settings.connection()
             return _doctor(sandbox_settings, lambda: XapiClient.from_connection(connection), settings, probe)
     # Made once the settings check passed, so a bad setting is reported as a doctor line.
-    return _doctor(settings, lambda: client_factory(settings)(), settings, probe)
+    return _doctor(settings, lambda: roster_for(settings).pick(None).make_client(), settings, probe)
 
 
 def _doctor(checked: Settings, factory: Callable[[], XapiClient], settings: Settings, probe: bool) -> int:

@@ -42,6 +42,29 @@ _T = TypeVar("_T")
 CONFIG_DIR_VARIABLE = f"{ENV_PREFIX}CONFIG_DIR"
 ENVIRONMENT = "the environment"
 COMMAND_LINE = "the command line"
+CONFIG_FILE_NAME = "config.toml"  # the config file naming several PBXs (see `pbx_file`), beside the .env
+
+
+@dataclass(frozen=True)
+class SettingNames:
+    """How messages name one PBX's settings: the THREECX_* variables, or the keys of its `[pbx.NAME]`
+    table in the config file. A message must send the user to the place they actually wrote."""
+
+    url: str
+    client_id: str
+    client_secret: str
+    client_secret_file: str
+    verify_tls: str
+    ca_bundle: str
+
+    @classmethod
+    def table(cls, name: str, path: Path) -> SettingNames:
+        where = f"of [pbx.{name}] in {path}"
+        return cls(*(f"{key} {where}" for key in _PBX_KEYS))
+
+
+_PBX_KEYS = ("url", "client_id", "client_secret", "client_secret_file", "verify_tls", "ca_bundle")
+ENV_NAMES = SettingNames(*(f"{ENV_PREFIX}{key.upper()}" for key in _PBX_KEYS))
 
 
 def user_config_dir() -> Path:
@@ -192,12 +215,13 @@ class PbxEndpoint:
         return self.origin.startswith("https://")
 
     @classmethod
-    def parse(cls, raw: str) -> PbxEndpoint:
-        """Accept whatever an administrator pastes: a bare host, a console link, the API URL."""
+    def parse(cls, raw: str, *, setting: str = ENV_NAMES.url) -> PbxEndpoint:
+        """Accept whatever an administrator pastes: a bare host, a console link, the API URL.
+        `setting` is how a message names where `raw` was written."""
         text = raw.strip()
         example = "Use the PBX's address, e.g. https://pbx.example.com or pbx.example.com:5001."
         if not text:
-            raise ConfigError(f"{ENV_PREFIX}URL is empty. {example}")
+            raise ConfigError(f"{setting} is empty. {example}")
         if "://" not in text:
             text = "https://" + text
         try:
@@ -205,21 +229,20 @@ class PbxEndpoint:
             port = parts.port
         except ValueError as exc:
             raise ConfigError(
-                f"{ENV_PREFIX}URL {quoted(raw.strip(), 80)} is not a valid URL ({exc}). {example}"
+                f"{setting} {quoted(raw.strip(), 80)} is not a valid URL ({exc}). {example}"
             ) from None
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS:
             raise ConfigError(
-                f"{ENV_PREFIX}URL {quoted(raw.strip(), 80)} must use https (or http), not {quoted(scheme, 20)}. {example}"
+                f"{setting} {quoted(raw.strip(), 80)} must use https (or http), not {quoted(scheme, 20)}. {example}"
             )
         if parts.username is not None or parts.password is not None:
             raise ConfigError(
-                f"{ENV_PREFIX}URL must not contain credentials; set {ENV_PREFIX}CLIENT_ID and "
-                f"{ENV_PREFIX}CLIENT_SECRET instead."
+                f"{setting} must not contain credentials; give the API client's id and key as their own settings."
             )
         host = (parts.hostname or "").lower()
         if not host or any(c in host for c in " /\\"):
-            raise ConfigError(f"{ENV_PREFIX}URL {quoted(raw.strip(), 80)} has no host name. {example}")
+            raise ConfigError(f"{setting} {quoted(raw.strip(), 80)} has no host name. {example}")
         try:
             if ipaddress.ip_address(host).version == 6:
                 host = f"[{host}]"
@@ -258,11 +281,114 @@ class Connection:
     timeout: float
     # Write requests a bulk operation keeps outstanding at once (see `operations.concurrency`).
     max_in_flight: int = 8
+    names: SettingNames = ENV_NAMES  # where the user wrote these, for messages about them
 
     @property
     def pbx_key(self) -> str:
         """How the journal names this PBX: its origin, so two PBXs never share undo history."""
         return self.endpoint.origin
+
+
+@dataclass(frozen=True)
+class PbxAccess:
+    """One PBX's address, API client and TLS trust as written (THREECX_* variables, or a `[pbx.NAME]`
+    table of the config file), checked together by `connection`; `names` says where each was written."""
+
+    url: str | None
+    client_id: str | None
+    client_secret: SecretStr | None
+    client_secret_file: Path | None
+    verify_tls: bool
+    ca_bundle: Path | None
+    names: SettingNames = ENV_NAMES
+    # Set when the API key was given two ways in one place: the message saying so.
+    secret_clash: str | None = None
+
+    def connection(
+        self, timeout: float, max_in_flight: int, known_problems: Sequence[ConfigError] = ()
+    ) -> Connection:
+        """The PBX, credentials and TLS trust, checked together; raises a `SettingsIncomplete` naming every
+        setting to fix at once (`known_problems` first), not one per attempt."""
+        problems = list(known_problems)
+
+        def attempt(resolve: Callable[[], _T]) -> _T | None:
+            try:
+                return resolve()
+            except ConfigError as exc:
+                problems.append(exc)
+                return None
+
+        endpoint, client_id = attempt(self.endpoint), attempt(self.api_client_id)
+        secret, verify = attempt(self.api_key), attempt(self.tls_verify)
+        if problems:
+            raise SettingsIncomplete(problems)
+        assert endpoint is not None and client_id is not None and secret is not None and verify is not None
+        remember_secret(secret.get_secret_value())  # redacted from every text shown from now on
+        return Connection(endpoint, client_id, secret, verify, timeout, max_in_flight, self.names)
+
+    def endpoint(self) -> PbxEndpoint:
+        if self.url is None:
+            raise ConfigError(
+                f"{self.names.url} is not set. Set it to your PBX's address (e.g. https://pbx.example.com), "
+                "or start with --sandbox to try the server without a PBX."
+            )
+        return PbxEndpoint.parse(self.url, setting=self.names.url)
+
+    def api_client_id(self) -> str:
+        if self.client_id is None:
+            raise ConfigError(
+                f"{self.names.client_id} is not set. Create an API client in the 3CX admin console "
+                "(Integrations > API) and use its Client ID."
+            )
+        return self.client_id
+
+    def api_key(self) -> SecretStr:
+        """The API key, given itself or read from the file named for it."""
+        secret, secret_file = self.names.client_secret, self.names.client_secret_file
+        if self.secret_clash is not None:
+            raise ConfigError(self.secret_clash)
+        if self.client_secret_file is not None:
+            path = self.client_secret_file
+            try:
+                key = path.read_text(encoding="utf-8-sig").strip()
+            except UnicodeDecodeError:
+                raise ConfigError(
+                    f"{secret_file} {quoted(str(path), 120)} is not a text file in UTF-8; save the API key "
+                    "in it as plain UTF-8 text."
+                ) from None
+            except OSError as exc:
+                raise ConfigError(
+                    f"{secret_file} {_named_file(path)} cannot be read ({exc.strerror or 'an operating-system error'}). "
+                    f"Set it to the absolute path of a file holding the API key, or give the key itself in {secret}."
+                ) from None
+            if not key:
+                raise ConfigError(f"{secret_file} {quoted(str(path), 120)} is empty.")
+            return SecretStr(key)
+        if self.client_secret is None or not self.client_secret.get_secret_value().strip():
+            raise ConfigError(
+                f"{secret} is not set. Use the API key shown when the API client was "
+                f"created (or point {secret_file} at a file holding it)."
+            )
+        return SecretStr(self.client_secret.get_secret_value().strip())
+
+    def tls_verify(self) -> bool | ssl.SSLContext:
+        """What httpx2 should verify against: the system store, a CA bundle, or nothing."""
+        names = self.names
+        if self.ca_bundle is None:
+            return self.verify_tls
+        if not self.verify_tls:
+            raise ConfigError(f"{names.ca_bundle} is set but {names.verify_tls} is false; keep only one.")
+        if not self.ca_bundle.is_file():
+            raise ConfigError(
+                f"{names.ca_bundle} {_named_file(self.ca_bundle)} is not a readable file; set it to the "
+                "path of the PEM file of the CA that signed the PBX's certificate."
+            )
+        try:
+            return ssl.create_default_context(cafile=str(self.ca_bundle))
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"{names.ca_bundle} {quoted(str(self.ca_bundle), 120)} holds no usable PEM certificate ({exc})."
+            ) from None
 
 
 class Settings(BaseModel):
@@ -284,6 +410,10 @@ class Settings(BaseModel):
     max_in_flight: int = Field(default=8, ge=1, le=64)
     read_only: bool = False
     sandbox: bool = False
+    # Several embedded sandbox PBXs, named sandbox-1, sandbox-2, ...: a multi-PBX setup to try out.
+    sandboxes: int = Field(default=0, ge=0, le=20)
+    # The config file naming several PBXs (see `pbx_file`); by default config.toml in user_config_dir().
+    config: Path | None = None
     journal: Path | None = None
     journal_retention_days: int = Field(default=90, ge=0, le=36_500)
     mcp_auth_token: SecretStr | None = None
@@ -345,25 +475,44 @@ class Settings(BaseModel):
         """Where each setting came from (empty for settings not made by `load`)."""
         return self._sources
 
+    def access(self) -> PbxAccess:
+        """The PBX these variables name; where the API key is given two ways, `load` kept the one from
+        the source that comes first, unless both share it (then `api_key` refuses both)."""
+        secret, secret_file = ENV_NAMES.client_secret, ENV_NAMES.client_secret_file
+        clash = None
+        if self.client_secret is not None and self.client_secret_file is not None:
+            where = self.sources.where(secret)
+            shared = f" in {where}" if where == self.sources.where(secret_file) else ""
+            clash = f"Both {secret} and {secret_file} are set{shared}; keep only one."
+        return PbxAccess(
+            self.url,
+            self.client_id,
+            self.client_secret,
+            self.client_secret_file,
+            self.verify_tls,
+            self.ca_bundle,
+            secret_clash=clash,
+        )
+
     def connection(self) -> Connection:
         """The PBX, credentials and TLS trust, checked together; raises ConfigError naming every
         setting to fix at once (a `SettingsIncomplete` listing them, values `load` set aside first),
         not one per attempt."""
-        problems = list(self._unusable)
+        return self.access().connection(self.timeout, self.max_in_flight, self._unusable)
 
-        def attempt(resolve: Callable[[], _T]) -> _T | None:
-            try:
-                return resolve()
-            except ConfigError as exc:
-                problems.append(exc)
-                return None
-
-        endpoint, client_id = attempt(self.endpoint), attempt(self.api_client_id)
-        secret, verify = attempt(self.api_key), attempt(self.tls_verify)
-        if problems:
-            raise SettingsIncomplete(problems)
-        assert endpoint is not None and client_id is not None and secret is not None and verify is not None
-        return Connection(endpoint, client_id, secret, verify, self.timeout, self.max_in_flight)
+    def pbx_file_path(self) -> Path | None:
+        """The config file naming several PBXs: THREECX_CONFIG (which must exist), else config.toml in the
+        user config directory if it is there; None means the THREECX_* variables name the one PBX."""
+        if self.config is not None:
+            if not self.config.exists():
+                raise ConfigError(
+                    f"{ENV_PREFIX}CONFIG (from {self.sources.where(f'{ENV_PREFIX}CONFIG')}) names "
+                    f"{quoted(str(self.config), 200)}, which does not exist; correct the path, or remove "
+                    f"{ENV_PREFIX}CONFIG to use {user_config_dir() / CONFIG_FILE_NAME}."
+                )
+            return self.config
+        default = user_config_dir() / CONFIG_FILE_NAME
+        return default if default.exists() else None
 
     def sandbox_notice(self) -> str | None:
         """Said wherever the sandbox is in use while THREECX_URL names a PBX, so that a forgotten
@@ -386,80 +535,24 @@ class Settings(BaseModel):
         if self.journal is not None:
             # A 0.1 setting named the JSON Lines file; the store now sits beside it and imports it once.
             return self.journal.with_suffix(".sqlite3") if self.journal.suffix == ".jsonl" else self.journal
-        name = "sandbox-journal.sqlite3" if self.sandbox else "journal.sqlite3"
+        name = "sandbox-journal.sqlite3" if self.sandbox or self.sandboxes else "journal.sqlite3"
         return Path(platformdirs.user_state_dir("threecx-mcp", appauthor=False)) / name
 
     def endpoint(self) -> PbxEndpoint:
-        if self.url is None:
-            raise ConfigError(
-                f"{ENV_PREFIX}URL is not set. Set it to your PBX's address (e.g. https://pbx.example.com), "
-                "or start with --sandbox to try the server without a PBX."
-            )
-        return PbxEndpoint.parse(self.url)
+        return self.access().endpoint()
 
     def credentials(self) -> tuple[str, SecretStr]:
         """The API client's id and key, read from a file if so configured."""
         return self.api_client_id(), self.api_key()
 
     def api_client_id(self) -> str:
-        if self.client_id is None:
-            raise ConfigError(
-                f"{ENV_PREFIX}CLIENT_ID is not set. Create an API client in the 3CX admin console "
-                "(Integrations > API) and use its Client ID."
-            )
-        return self.client_id
+        return self.access().api_client_id()
 
     def api_key(self) -> SecretStr:
-        """The API key, from THREECX_CLIENT_SECRET or the file THREECX_CLIENT_SECRET_FILE names (where
-        both are set, `load` kept the one from the source that comes first, unless both share it)."""
-        secret, secret_file = f"{ENV_PREFIX}CLIENT_SECRET", f"{ENV_PREFIX}CLIENT_SECRET_FILE"
-        if self.client_secret is not None and self.client_secret_file is not None:
-            where = self.sources.where(secret)
-            shared = f" in {where}" if where == self.sources.where(secret_file) else ""
-            raise ConfigError(f"Both {secret} and {secret_file} are set{shared}; keep only one.")
-        if self.client_secret_file is not None:
-            path = self.client_secret_file
-            try:
-                key = path.read_text(encoding="utf-8-sig").strip()
-            except UnicodeDecodeError:
-                raise ConfigError(
-                    f"{secret_file} {quoted(str(path), 120)} is not a text file in UTF-8; save the API key "
-                    "in it as plain UTF-8 text."
-                ) from None
-            except OSError as exc:
-                raise ConfigError(
-                    f"{secret_file} {_named_file(path)} cannot be read ({exc.strerror or 'an operating-system error'}). "
-                    f"Set it to the absolute path of a file holding the API key, or give the key itself in {secret}."
-                ) from None
-            if not key:
-                raise ConfigError(f"{secret_file} {quoted(str(path), 120)} is empty.")
-            return SecretStr(key)
-        if self.client_secret is None or not self.client_secret.get_secret_value().strip():
-            raise ConfigError(
-                f"{secret} is not set. Use the API key shown when the API client was "
-                f"created (or point {secret_file} at a file holding it)."
-            )
-        return SecretStr(self.client_secret.get_secret_value().strip())
+        return self.access().api_key()
 
     def tls_verify(self) -> bool | ssl.SSLContext:
-        """What httpx2 should verify against: the system store, a CA bundle, or nothing."""
-        if self.ca_bundle is None:
-            return self.verify_tls
-        if not self.verify_tls:
-            raise ConfigError(
-                f"{ENV_PREFIX}CA_BUNDLE is set but {ENV_PREFIX}VERIFY_TLS is false; keep only one."
-            )
-        if not self.ca_bundle.is_file():
-            raise ConfigError(
-                f"{ENV_PREFIX}CA_BUNDLE {_named_file(self.ca_bundle)} is not a readable file; set it to the "
-                "path of the PEM file of the CA that signed the PBX's certificate."
-            )
-        try:
-            return ssl.create_default_context(cafile=str(self.ca_bundle))
-        except ssl.SSLError as exc:
-            raise ConfigError(
-                f"{ENV_PREFIX}CA_BUNDLE {quoted(str(self.ca_bundle), 120)} holds no usable PEM certificate ({exc})."
-            ) from None
+        return self.access().tls_verify()
 
 
 def _named_file(path: Path) -> str:

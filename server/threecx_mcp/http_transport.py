@@ -10,7 +10,7 @@ import ipaddress
 import logging
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import anyio
 import uvicorn
@@ -19,12 +19,12 @@ from pydantic import SecretStr
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .client import XapiClient
 from .config import Settings
 from .errors import ConfigError
+from .pbxs import PbxRoster
 from .server import build_server
 from .stdio_transport import until_signalled
-from .wiring import journal_for, plans_for
+from .wiring import plans_for
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +98,9 @@ def auth_token(settings: Settings, host: str) -> SecretStr | None:
     return token
 
 
-def http_app(settings: Settings, factory: Callable[[], XapiClient], host: str) -> ASGIApp:
+def http_app(settings: Settings, pbxs: PbxRoster, host: str) -> ASGIApp:
     token = auth_token(settings, host)
-    server = build_server(
-        factory, journal_for(settings), read_only=settings.read_only, plans=plans_for(settings)
-    )
+    server = build_server(pbxs, read_only=settings.read_only, plans=plans_for(settings))
     security = None if is_loopback(host) else TransportSecuritySettings(enable_dns_rebinding_protection=False)
     app: ASGIApp = server.streamable_http_app(
         host=host,

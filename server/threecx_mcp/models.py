@@ -491,3 +491,21 @@ class BulkAddResult(BulkWriteHead):
         default=None, description="MCP resource URI with every row's result, those not sent included."
     )
     warnings: list[str] = Field(default_factory=list)
+
+
+# -- several PBXs: list_pbxs ----------------------------------------------------------------------
+
+
+class PbxStatus(BaseModel):
+    name: str
+    url: str = Field(description="The PBX's address, or 'sandbox' for an embedded sandbox PBX.")
+    read_only: bool = Field(description="True: this server makes no change on it.")
+    default: bool = Field(description="True: the PBX a tool acts on when pbx is omitted.")
+    answers: bool = Field(description="Whether it answered just now (login and a count of the blacklist).")
+    entries: int | None = Field(default=None, description="Blacklist entries, when it answered with a count.")
+    problem: str | None = Field(default=None, description="Why it did not answer, and what to do.")
+
+
+class PbxListResult(BaseModel):
+    pbxs: list[PbxStatus] = Field(description="In the config file's order.")
+    summary: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,12 +15,11 @@ from pydantic import ValidationError
 
 from . import __version__
 from .app_state import AppState
-from .client import XapiClient
 from .confirmation import PlanBook
 from .display import escape, quoted
 from .errors import ThreeCXMcpError
-from .journal import Journal
 from .models import MAX_ARGUMENT_DEPTH, nesting_depth
+from .pbxs import PbxRoster
 from .sanitise import clean
 from .tools import register
 
@@ -39,6 +38,11 @@ unblocks callers and the user confirms it: when a call returns a plan_id instead
 the user the plan (counts and caller IDs) and apply it with plan_id only if they agree. Every update,
 delete and restore is journaled first; restore_blacklist_numbers undoes one by its operation_id, and
 list_operations finds them."""
+
+SEVERAL_PBXS = """
+This server manages several PBXs: every tool takes pbx, the PBX to act on (list_pbxs names them,
+with their URLs and whether each is read-only); copy_blacklist_numbers copies entries from one to
+another. Say which PBX a result is from when you report it."""
 
 
 def error_result(message: str) -> CallToolResult:
@@ -111,13 +115,13 @@ class BlacklistServer(MCPServer[AppState]):
 
 
 def build_server(
-    client_factory: Callable[[], XapiClient],
-    journal: Journal,
+    pbxs: PbxRoster,
     *,
     read_only: bool = False,
     plans: PlanBook | None = None,
 ) -> BlacklistServer:
-    """The server; `plans` is where confirmations wait (in memory unless given a file, see `confirmation`)."""
+    """The server for these PBXs; `read_only` registers no write tool (nor does a roster whose every PBX is
+    read-only); `plans` is where confirmations wait (in memory unless given a file, see `confirmation`)."""
     plan_book = plans or PlanBook()
 
     @asynccontextmanager
@@ -125,19 +129,19 @@ def build_server(
         # Everything made while starting (the SDK, pydantic's schemas) lives as long as the server: freezing
         # it keeps CPython's full collections, which walk every object, from pausing large operations.
         gc.freeze()
+        state = AppState(pbxs=pbxs, plans=plan_book)
         try:
-            async with client_factory() as client:
-                yield AppState(client=client, journal=journal, plans=plan_book)
+            yield state
         finally:
-            journal.close()  # it reopens if the server is started again
+            await state.close()
 
     server = BlacklistServer(
         "threecx-mcp",
         title="3CX blacklist",
-        instructions=INSTRUCTIONS,
+        instructions=INSTRUCTIONS + (SEVERAL_PBXS if pbxs.several else ""),
         version=__version__,
         lifespan=lifespan,
         log_level="WARNING",
     )
-    register(server, read_only=read_only)
+    register(server, pbxs, read_only=read_only or pbxs.all_read_only)
     return server

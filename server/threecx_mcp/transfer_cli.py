@@ -33,7 +33,7 @@ from .operations import bulk_add
 from .operations.entry_lists import MAX_TEXT_BYTES, EntryInput, parse_entries
 from .operations.export import read_blacklist, to_csv, to_json
 from .sanitise import clean
-from .wiring import client_factory, journal_for
+from .wiring import roster_for
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _BOM = "\ufeff"
@@ -62,7 +62,8 @@ def main(argv: Sequence[str]) -> int:
         settings = Settings.load(**({"sandbox": True} if args.sandbox else {}))
         if notice := settings.sandbox_notice():
             print(f"{prog}: {notice}", file=sys.stderr)
-        factory, journal = client_factory(settings), journal_for(settings)
+        pbx = roster_for(settings).pick(None)
+        factory, journal = pbx.make_client, pbx.journal
     except ConfigError as exc:
         print(f"{prog}: {exc.user_message()}", file=sys.stderr)
         return EXIT_USAGE

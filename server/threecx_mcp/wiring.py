@@ -1,19 +1,29 @@
-"""Settings resolved into what a server needs: the XAPI client factory (with the token file its
-processes share), the journal and the plan book, each for the configured PBX. One place, so the
-stdio and HTTP servers, `doctor`, `export` and `import` all work on the same state."""
+"""Settings resolved into what a server needs: the PBXs it manages (each with its client factory, the token
+file its processes share, and its view of the journal) and the plan book. One place, so the stdio and HTTP
+servers, `doctor`, `export`, `import` and `journal` all work on the same state.
+
+The PBXs come from one of: the config file naming several (see `pbx_file`); `--sandboxes N` (several
+embedded sandbox PBXs); or the THREECX_* variables, one unnamed PBX as before. `--sandbox` stands the
+embedded sandbox in for every PBX, keeping the config file's names, so a setup can be rehearsed.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx2
 from pydantic import SecretStr
 
 from .client import XapiClient
-from .config import Connection, PbxEndpoint, Settings
+from .config import ENV_NAMES, Connection, PbxEndpoint, Settings, SettingsIncomplete
 from .confirmation import PlanBook
+from .errors import ConfigError
 from .journal import Journal
+from .pbx_file import NamedPbx, PbxFile, read_pbx_file
+from .pbxs import Pbx, PbxRoster
 from .sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Sandbox
 from .token_store import TokenFile
 
@@ -21,15 +31,120 @@ logger = logging.getLogger(__name__)
 
 
 SANDBOX_PBX_KEY = "sandbox"
+SANDBOX_LOCATION = "sandbox"
+# Variables that name the one PBX of the environment setup: with a config file they would be ignored.
+_ONE_PBX_VARIABLES = (
+    ENV_NAMES.url,
+    ENV_NAMES.client_id,
+    ENV_NAMES.client_secret,
+    ENV_NAMES.client_secret_file,
+    ENV_NAMES.ca_bundle,
+)
 
 
-def pbx_key(settings: Settings) -> str:
-    """How the journal names the PBX this server manages."""
-    return SANDBOX_PBX_KEY if settings.sandbox else settings.endpoint().origin
+@dataclass(frozen=True)
+class PbxSetting:
+    """One PBX as configured, before anything is made: its name (None for the one unnamed PBX), its
+    journal key, and its connection (None for an embedded sandbox)."""
+
+    name: str | None
+    key: str
+    connection: Connection | None
+    read_only: bool
+
+    @property
+    def location(self) -> str:
+        return SANDBOX_LOCATION if self.connection is None else self.connection.endpoint.origin
+
+
+def pbx_file(settings: Settings) -> PbxFile | None:
+    """The config file's PBXs, or None when the THREECX_* variables name the one PBX; a file beside such
+    variables is refused, since one of the two would be silently ignored."""
+    path = settings.pbx_file_path()
+    if path is None:
+        return None
+    set_too = [variable for variable in _ONE_PBX_VARIABLES if variable in settings.sources.origin]
+    if set_too:
+        where = ", ".join(f"{variable} (from {settings.sources.where(variable)})" for variable in set_too)
+        raise ConfigError(
+            f"The config file {path} names the PBXs, but {where} names one too, and would be ignored: move it "
+            f"into a [pbx.NAME] table of that file, or remove it."
+        )
+    if settings.sandboxes:
+        raise ConfigError(
+            f"--sandboxes (THREECX_SANDBOXES) makes PBXs of its own, but the config file {path} names the PBXs: "
+            "use --sandbox to stand the sandbox in for that file's PBXs, or remove one of the two."
+        )
+    return read_pbx_file(path)
+
+
+@dataclass(frozen=True)
+class Configured:
+    """Every PBX configured and checked, the default, the config file they came from (None: the THREECX_*
+    variables or --sandboxes), and, for doctor, the problems of the PBXs left out."""
+
+    pbxs: list[PbxSetting]
+    default: str | None
+    file: Path | None = None
+    problems: tuple[ConfigError, ...] = ()
+
+
+def pbx_settings(settings: Settings, *, collect_problems: bool = False) -> Configured:
+    """Every PBX configured, checked; raises a `SettingsIncomplete` naming every problem of every PBX at
+    once, or, with `collect_problems` (doctor), leaves out the PBXs at fault and returns their problems."""
+    file = pbx_file(settings)
+    if file is None and settings.sandboxes:
+        names = [f"sandbox-{number}" for number in range(1, settings.sandboxes + 1)]
+        return Configured(
+            [PbxSetting(n, f"{SANDBOX_PBX_KEY}/{n}", None, settings.read_only) for n in names], None
+        )
+    if file is None:
+        if settings.sandbox:
+            return Configured([PbxSetting(None, SANDBOX_PBX_KEY, None, settings.read_only)], None)
+        connection = settings.connection()
+        return Configured([PbxSetting(None, connection.pbx_key, connection, settings.read_only)], None)
+    problems: list[ConfigError] = []
+    found = []
+    for named in file.pbxs:
+        try:
+            found.append(_named_setting(named, settings))
+        except SettingsIncomplete as exc:
+            problems.extend(exc.problems)
+        except ConfigError as exc:
+            problems.append(exc)
+    if problems and not collect_problems:
+        raise SettingsIncomplete(problems)
+    return Configured(found, file.default, file.path, tuple(problems))
+
+
+def _named_setting(named: NamedPbx, settings: Settings) -> PbxSetting:
+    read_only = named.read_only or settings.read_only
+    if named.access is None or settings.sandbox:
+        return PbxSetting(named.name, f"{SANDBOX_PBX_KEY}/{named.name}", None, read_only)
+    connection = named.access.connection(settings.timeout, settings.max_in_flight)
+    return PbxSetting(named.name, connection.pbx_key, connection, read_only)
+
+
+def roster_for(settings: Settings) -> PbxRoster:
+    """The PBXs a server on these settings manages, each with its client factory and journal view."""
+    configured = pbx_settings(settings)
+    journal_path = settings.journal_path()
+    pbxs = [
+        Pbx(
+            pbx.name,
+            pbx.location,
+            Journal(journal_path, pbx.key, retention_days=settings.journal_retention_days),
+            client_factory(settings, pbx.connection),
+            pbx.read_only,
+        )
+        for pbx in configured.pbxs
+    ]
+    return PbxRoster(pbxs, configured.default)
 
 
 def journal_for(settings: Settings) -> Journal:
-    return Journal(settings.journal_path(), pbx_key(settings), retention_days=settings.journal_retention_days)
+    """The journal of the one PBX of these settings (`doctor --probe` writes to it)."""
+    return roster_for(settings).pick(None).journal
 
 
 def plans_for(settings: Settings) -> PlanBook:
@@ -37,8 +152,11 @@ def plans_for(settings: Settings) -> PlanBook:
     return PlanBook(settings.journal_path().parent / "plans.sqlite3")
 
 
-def client_factory(settings: Settings) -> Callable[[], XapiClient]:
-    if settings.sandbox:  # in-process: no port, no credentials to set
+def client_factory(settings: Settings, connection: Connection | None) -> Callable[[], XapiClient]:
+    """How to make a PBX's client: over its connection, sharing the token with this machine's other
+    processes; or, with no connection, on an embedded sandbox of its own (in-process: no port, no
+    credentials to set; each sandbox PBX has its own entries and tokens)."""
+    if connection is None:
         sandbox = Sandbox()
         return lambda: XapiClient(
             PbxEndpoint.parse("http://sandbox.pbx.invalid"),
@@ -48,7 +166,6 @@ def client_factory(settings: Settings) -> Callable[[], XapiClient]:
             transport=httpx2.ASGITransport(app=sandbox.app),
             max_in_flight=settings.max_in_flight,
         )
-    connection = settings.connection()  # resolved once: fails fast, before a client connects
     shared = shared_token_file(settings, connection)
     return lambda: XapiClient.from_connection(connection, token_file=shared)
 
