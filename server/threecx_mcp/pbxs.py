@@ -73,9 +73,9 @@ class PbxRoster:
         return all(pbx.read_only for pbx in self.pbxs)
 
     def listed(self) -> str:
-        """The names as a message lists them: 'a', 'b' and 'c'."""
+        """The names as a message offers them: "a", "b" or "c"."""
         shown = [quoted(name, 40) for name in self.names]
-        return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+        return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
 
     def pick(self, name: str | None, *, argument: str = "pbx") -> Pbx:
         """The PBX a call names, or the default; a missing or unknown name is refused, listing the names."""
@@ -112,7 +112,7 @@ class PbxRoster:
         owners = [pbx for pbx in self.pbxs if await pbx.journal.operation(operation_id) is not None]
         chosen = None if named is None else self.pick(named)
         if not owners:
-            where = chosen.label if chosen is not None else f"any of {self.listed()}"
+            where = chosen.label if chosen is not None else "any configured PBX"
             raise InvalidArgument(
                 f"No operation {quoted(operation_id, 64)} is in the safety journal of {where}; "
                 "list_operations shows the operations of each PBX. Nothing was changed."

@@ -21,7 +21,7 @@ from .errors import ThreeCXMcpError
 from .models import MAX_ARGUMENT_DEPTH, nesting_depth
 from .pbxs import PbxRoster
 from .sanitise import clean
-from .tools import register
+from .tools import PBX_ARGUMENTS, register
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,18 @@ def _invalid(tool: str, problems: list[str]) -> str:
     return text + ". Nothing was changed."
 
 
-def describe_invalid_arguments(tool: str, error: ValidationError) -> str:
+def describe_invalid_arguments(tool: str, error: ValidationError, pbxs: PbxRoster | None = None) -> str:
     problems = []
     for item in error.errors(include_url=False, include_input=False)[:_LISTED_PROBLEMS]:
         where = ".".join(_name(str(part)) for part in item["loc"]) or "arguments"
-        problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+        said = item["msg"].removeprefix("Value error, ")
+        if pbxs is not None and len(item["loc"]) == 1 and item["loc"][0] in PBX_ARGUMENTS:
+            missing = item["type"] == "missing"
+            said = (
+                f"{'say which PBX' if missing else 'no PBX has that name'}: it is one of {pbxs.listed()} "
+                f"({'no default PBX is configured; ' if missing else ''}list_pbxs lists them)"
+            )
+        problems.append(f"{where}: {said}")
     return _invalid(tool, problems)
 
 
@@ -81,6 +88,8 @@ def _too_deep(tool: str, argument: str) -> str:
 
 class BlacklistServer(MCPServer[AppState]):
     """MCPServer whose tool failures reach the user as one readable, actionable sentence."""
+
+    pbxs: PbxRoster | None = None  # the PBXs its tools offer, for wording a wrong or missing name
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
@@ -107,7 +116,7 @@ class BlacklistServer(MCPServer[AppState]):
             if isinstance(cause, RecursionError):  # a JSON string nested deeper than any check foresaw
                 return error_result(_too_deep(name, "an argument"))
             if isinstance(cause, ValidationError):
-                return error_result(describe_invalid_arguments(name, cause))
+                return error_result(describe_invalid_arguments(name, cause, self.pbxs))
             if isinstance(cause, ThreeCXMcpError):
                 log.info("%s failed: %s", name, type(cause).__name__)
                 return error_result(cause.user_message())
@@ -143,5 +152,6 @@ def build_server(
         lifespan=lifespan,
         log_level="WARNING",
     )
+    server.pbxs = pbxs
     register(server, pbxs, read_only=read_only or pbxs.all_read_only)
     return server

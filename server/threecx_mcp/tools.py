@@ -92,6 +92,7 @@ class _Registered:
     annotations: ToolAnnotations
     name: str | None = None  # the tool's name when it is not the function's
     several_pbxs_only: bool = False  # registered only when the server manages several PBXs
+    pbx_optional: bool = False  # pbx may be omitted even without a default: the call finds its PBX
 
 
 _TOOLS: list[_Registered] = []
@@ -105,6 +106,7 @@ def _tool(
     idempotent: bool = False,
     name: str | None = None,
     several_pbxs_only: bool = False,
+    pbx_optional: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a tool's hints where it is defined; `register` adds the ones the mode allows."""
 
@@ -116,7 +118,7 @@ def _tool(
             idempotent_hint=idempotent,
             open_world_hint=False,
         )
-        _TOOLS.append(_Registered(fn, hints, name, several_pbxs_only))
+        _TOOLS.append(_Registered(fn, hints, name, several_pbxs_only, pbx_optional))
         return fn
 
     return declare
@@ -534,7 +536,7 @@ async def _ask_before_removing(
     )
 
 
-@_tool("Restore blacklist entries", read_only=False, destructive=True, idempotent=True)
+@_tool("Restore blacklist entries", read_only=False, destructive=True, idempotent=True, pbx_optional=True)
 async def restore_blacklist_numbers(
     ctx: Context,
     asked: Annotated[ElicitationResult[Confirmation], Resolve(_ask_before_removing)],
@@ -685,33 +687,38 @@ async def blacklist_csv_resource(ctx: Context, pbx: str | None = None, start: st
         raise ResourceError(exc.user_message()) from None
 
 
-_PBX_ARGUMENTS = ("pbx", "from_pbx", "to_pbx")
+PBX_ARGUMENTS = ("pbx", "from_pbx", "to_pbx")
 
 
-def with_pbx_choice(fn: Callable[..., Any], pbxs: PbxRoster, *, is_tool: bool) -> Callable[..., Any]:
-    """`fn` with its PBX arguments (`_PBX_ARGUMENTS`) offering exactly the configured PBXs.
+def with_pbx_choice(
+    fn: Callable[..., Any], pbxs: PbxRoster, *, is_tool: bool, optional: bool = False
+) -> Callable[..., Any]:
+    """`fn` with its PBX arguments (`PBX_ARGUMENTS`) offering exactly the configured PBXs.
 
     With several PBXs each becomes an enum of their names: `pbx` defaults to the default PBX, or is
-    required when none is set; `from_pbx` and `to_pbx` are always required. With one PBX there is nothing
+    required when none is set (unless `optional`: the call finds its PBX, as a restore finds the PBX its
+    operation was made on); `from_pbx` and `to_pbx` are always required. With one PBX there is nothing
     to choose: a tool's schema leaves the argument out (so sending it is an unknown argument), and a
     resource's template has no such variable. The schema is pydantic's, from the rewritten signature.
     """
     signature = inspect.signature(fn, eval_str=True)
     kept, chosen = [], []
     for parameter in signature.parameters.values():
-        if parameter.name not in _PBX_ARGUMENTS:
+        if parameter.name not in PBX_ARGUMENTS:
             kept.append(parameter)
         elif not pbxs.several:
             if is_tool:
                 hidden: object = SkipJsonSchema[str | None]  # type: ignore[misc]
                 kept.append(parameter.replace(annotation=hidden))
         elif is_tool:
-            default = (
-                pbxs.default if parameter.name == "pbx" and pbxs.default is not None else Parameter.empty
-            )
-            said = "" if default is Parameter.empty else f" Default: {default}."
+            choice: Any = Literal[tuple(pbxs.names)]
+            default: object = Parameter.empty
+            if parameter.name == "pbx" and pbxs.default is not None:
+                default = pbxs.default
+            elif parameter.name == "pbx" and optional:
+                choice, default = choice | None, None
+            said = "" if default is Parameter.empty or default is None else f" Default: {default}."
             described = Field(description=f"{_PBX_DESCRIPTIONS[parameter.name]}{said}")
-            choice = Literal[tuple(pbxs.names)]  # type: ignore[valid-type]
             chosen.append(
                 parameter.replace(
                     kind=Parameter.KEYWORD_ONLY, annotation=Annotated[choice, described], default=default
@@ -744,7 +751,7 @@ def register(server: MCPServer[AppState], pbxs: PbxRoster, *, read_only: bool) -
         if tool.several_pbxs_only and not pbxs.several:
             continue
         server.add_tool(
-            with_pbx_choice(tool.fn, pbxs, is_tool=True),
+            with_pbx_choice(tool.fn, pbxs, is_tool=True, optional=tool.pbx_optional),
             name=tool.name or tool.fn.__name__,
             title=tool.annotations.title,
             description=inspect.cleandoc(tool.fn.__doc__ or ""),
