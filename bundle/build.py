@@ -21,7 +21,7 @@ MCPB = "@anthropic-ai/mcpb@2.1.2"
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # What `uv run` needs to build and install the project (pyproject names README.md as its readme); the
-# license text, once the repository has one, travels with every copy of the code.
+# license text travels with every copy of the code.
 PROJECT_FILES = ("pyproject.toml", "README.md")
 LICENSE_FILES = "LICEN[CS]E*"
 PACKAGE = Path("server") / "threecx_mcp"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import cast
 
+import anyio
 from mcp.server.mcpserver import Context
 
 from .client import XapiClient
@@ -29,13 +30,15 @@ class AppState:
         client = self.clients.get(pbx.name)
         if client is None:
             client = self.clients[pbx.name] = pbx.make_client()
+            client.pbx_name = pbx.name if self.pbxs.several else None
         return client
 
     async def close(self) -> None:
         """Close every client made, and every journal (they reopen if the server is started again)."""
         try:
             for client in self.clients.values():
-                await client.aclose()
+                with anyio.CancelScope(shield=True):  # a cancelled shutdown still closes every connection
+                    await client.aclose()
         finally:
             self.clients.clear()
             self.pbxs.close()

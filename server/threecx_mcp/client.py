@@ -187,6 +187,8 @@ class XapiClient:
         travels with the client because it describes how hard this PBX may be pushed."""
         self.endpoint = endpoint
         self.max_in_flight = max_in_flight
+        # Its name in the config file when a server manages several PBXs: errors say which PBX failed.
+        self.pbx_name: str | None = None
         self.retry = retry
         self._http = httpx2.AsyncClient(
             timeout=timeout,
@@ -556,6 +558,7 @@ class XapiClient:
             retry_after = error.retry_after if isinstance(error, RateLimited) else None
             delay = self.retry.pause(attempt, retry_after, time.monotonic() - started)
             if not retryable or delay is None:
+                error.pbx_name = self.pbx_name
                 raise error
             what = path.split("(")[0]  # the entity set, never a key
             log.warning(

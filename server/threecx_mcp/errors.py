@@ -97,9 +97,13 @@ class PbxError(ThreeCXMcpError):
         self.code = code
         self.pbx_message = pbx_message
         self.details = details
+        # The config file's name of the PBX that failed, when a server manages several (see `named`).
+        self.pbx_name: str | None = None
 
     def user_message(self) -> str:
-        parts = [self.message]
+        parts = (
+            [self.message] if self.pbx_name is None else [f"PBX {quoted(self.pbx_name, 40)}: {self.message}"]
+        )
         said = (
             [": ".join(filter(None, (self.code, self.pbx_message)))] if self.code or self.pbx_message else []
         )
@@ -107,8 +111,25 @@ class PbxError(ThreeCXMcpError):
         if said:  # the PBX's words as quoted data: escaped, so they cannot pass for this sentence
             parts.append("The PBX said: " + "; ".join(quoted(s, PBX_TEXT_LIMIT) for s in said) + ".")
         if self.hint:
-            parts.append(self.hint)
+            parts.append(self.hint if self.pbx_name is None else _for_table(self.hint, self.pbx_name))
         return redact(" ".join(parts))
+
+
+# The variables a hint names, and where a PBX of the config file has the same setting instead.
+_TABLE_KEYS = {
+    "THREECX_CLIENT_SECRET_FILE": "client_secret_file",
+    "THREECX_CLIENT_SECRET": "the API key",
+    "THREECX_CLIENT_ID": "client_id",
+    "THREECX_CA_BUNDLE": "ca_bundle",
+    "THREECX_VERIFY_TLS": "verify_tls",
+    "THREECX_URL": "url",
+}
+_VARIABLES = re.compile("|".join(_TABLE_KEYS))
+
+
+def _for_table(hint: str, name: str) -> str:
+    """A hint naming THREECX_* variables, reworded for a PBX of the config file: "url of [pbx.NAME]"."""
+    return _VARIABLES.sub(lambda m: f"{_TABLE_KEYS[m.group()]} of [pbx.{name}]", hint)
 
 
 class PbxUnreachable(PbxError):

@@ -20,6 +20,7 @@ from .models import (
     BulkDeleteResult,
     CallerCheckResult,
     OperationsPage,
+    PbxListResult,
     RecentCallersResult,
     RestoreResult,
 )
@@ -55,9 +56,21 @@ def _text(model: BaseModel) -> str:
         return _operations(model)
     if isinstance(model, RecentCallersResult):
         return _recent_callers(model)
+    if isinstance(model, PbxListResult):
+        return _pbx_list(model)
     if isinstance(model, CallerCheckResult):
         return "\n".join([model.summary, *(f"Note: {n}" for n in model.notes)])
     return model.model_dump_json()
+
+
+def _pbx_list(result: PbxListResult) -> str:
+    lines = [result.summary]
+    for pbx in result.pbxs:
+        flags = ", ".join(flag for flag, on in (("default", pbx.default), ("read-only", pbx.read_only)) if on)
+        count = "" if pbx.entries is None else f", {pbx.entries} entries"
+        state = f"answers{count}" if pbx.answers else f"does not answer: {pbx.problem}"
+        lines.append(f"{quoted(pbx.name, 40)} at {pbx.url}{f' ({flags})' if flags else ''}: {state}")
+    return "\n".join(lines)
 
 
 def _head(result: BulkDeleteResult | RestoreResult, undo: str) -> list[str]:
