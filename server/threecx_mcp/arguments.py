@@ -60,3 +60,46 @@ def host_address(text: str) -> str:
         f"give an IP address or a host name, such as 127.0.0.1, 0.0.0.0, ::1 or localhost, without a "
         f"scheme or port (use --port), not {quoted(text, 80)}"
     )
+
+
+MAX_SANDBOXES = 20
+
+
+def sandbox_count(text: str) -> int:
+    """--sandboxes: how many embedded sandbox PBXs to make (sandbox-1 … sandbox-N)."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_SANDBOXES:
+        raise argparse.ArgumentTypeError(
+            f"give a whole number of sandbox PBXs from 1 to {MAX_SANDBOXES}, such as 2, not {quoted(text, 40)}"
+        )
+    return count
+
+
+SANDBOXES_HELP = (
+    "N embedded sandbox PBXs, named sandbox-1 to sandbox-N, each with its own entries, instead of "
+    "real ones (as THREECX_SANDBOXES=N does): try a setup of several PBXs without one"
+)
+PBX_HELP = "the PBX of the config file (or of --sandboxes) to {what}, by its name"
+
+
+def add_sandbox_options(parser: argparse.ArgumentParser, sandbox_help: str) -> None:
+    """--sandbox (the embedded sandbox in place of the PBX, or of every PBX of the config file) and
+    --sandboxes N (N sandbox PBXs of their own); one or the other."""
+    either = parser.add_mutually_exclusive_group()
+    either.add_argument("--sandbox", action="store_true", help=sandbox_help)
+    either.add_argument("--sandboxes", type=sandbox_count, metavar="N", help=SANDBOXES_HELP)
+
+
+def add_pbx(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--pbx", metavar="NAME", help=PBX_HELP.format(what=what))
+
+
+def sandbox_overrides(sandbox: bool, sandboxes: int | None) -> dict[str, object]:
+    """The settings --sandbox and --sandboxes N give on the command line (they beat the environment's)."""
+    return {
+        **({"sandbox": True} if sandbox else {}),
+        **({"sandboxes": sandboxes} if sandboxes is not None else {}),
+    }

@@ -8,15 +8,18 @@ import logging
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 import anyio
 from pydantic import SecretStr
 
 from . import __version__, journal_cli, transfer_cli
-from .arguments import Parser, host_address, port_number
+from .arguments import Parser, add_pbx, add_sandbox_options, host_address, port_number, sandbox_overrides
 from .client import XapiClient
-from .config import Settings, SettingsIncomplete, user_config_dir
-from .doctor import run_checks, sandbox_mode, sources
+from .config import COMMAND_LINE, Connection, PbxEndpoint, Settings, SettingsIncomplete, user_config_dir
+from .display import quoted
+from .doctor import Finding, check_journal, check_pbx, run_checks, sandbox_mode, sources
 from .errors import ConfigError
 from .http_transport import bind, http_app, serve_http
 from .journal import Journal
@@ -25,7 +28,18 @@ from .probe import run_probe
 from .sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 from .server import build_server
 from .stdio_transport import serve_stdio
-from .wiring import journal_for, plans_for, roster_for
+from .wiring import (
+    SANDBOX_LOCATION,
+    Configured,
+    PbxSetting,
+    client_factory,
+    journal_for,
+    pbx_settings,
+    plans_for,
+    roster_for,
+    unnamed_pbx,
+    unusable_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +48,9 @@ COMMANDS = ("serve", "doctor", "journal", "export", "import")
 _SETTINGS_HELP = (
     "Settings come from THREECX_* environment variables, else a .env file in the working directory, "
     "else a .env file in {folder} (THREECX_CONFIG_DIR moves it), which applies wherever the server "
-    "starts; see README.md. threecx-mcp doctor says which it read."
+    "starts; see README.md. threecx-mcp doctor says which it read. Several PBXs are named in config.toml "
+    "beside that .env (THREECX_CONFIG names another file), one [pbx.NAME] table each; then every tool, "
+    "and export, import, journal and doctor with --pbx NAME, say which PBX."
 )
 _SERVE_HELP = """\
 commands:
@@ -59,8 +75,8 @@ serving:
 def _serve_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="threecx-mcp",
-        usage="%(prog)s [serve] [--transport {stdio,http}] [--host HOST] [--port PORT] [--sandbox] "
-        "[--read-only]\n       %(prog)s {doctor,journal,export,import} ...",
+        usage="%(prog)s [serve] [--transport {stdio,http}] [--host HOST] [--port PORT] "
+        "[--sandbox | --sandboxes N] [--read-only]\n       %(prog)s {doctor,journal,export,import} ...",
         description="MCP server for the caller blacklist of a 3CX PBX.",
         epilog=_SERVE_HELP.format(
             settings=textwrap.fill(_SETTINGS_HELP.format(folder=user_config_dir()), 98)
@@ -95,25 +111,29 @@ def _doctor_parser() -> argparse.ArgumentParser:
         description="Check, one line each, that this machine can manage the PBX's blacklist: which "
         "settings were read and from where (names only), every missing or wrong setting, that the "
         "safety journal's folder is writable, then DNS, TCP, TLS, the API client's token and "
-        "permission to read the blacklist. Each FAIL says what to do. Exit code 0 only if all pass.",
+        "permission to read the blacklist. With a config file naming several PBXs, every PBX is "
+        "checked, each under its name (or only the one --pbx names). Each FAIL says what to do. "
+        "Exit code 0 only if all pass.",
         epilog=_SETTINGS_HELP.format(folder=user_config_dir()),
     )
     _sandbox_option(parser)
+    add_pbx(parser, "check (default: every PBX)")
     parser.set_defaults(read_only=False)  # what a running server would register does not matter here
     parser.add_argument(
         "--probe",
         action="store_true",
         help="once the checks pass, try out how the PBX treats writes, paging and filters, with one "
-        "marker entry that is removed afterwards (journaled); exit code 1 if a step fails",
+        "marker entry that is removed afterwards (journaled); exit code 1 if a step fails. With "
+        "several PBXs, say which with --pbx",
     )
     return parser
 
 
 def _sandbox_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sandbox",
-        action="store_true",
-        help="use the embedded sandbox PBX instead of THREECX_URL (as THREECX_SANDBOX=true does)",
+    add_sandbox_options(
+        parser,
+        "use the embedded sandbox PBX instead of THREECX_URL (as THREECX_SANDBOX=true does); with a "
+        "config file, a sandbox stands in for each of its PBXs, keeping their names",
     )
 
 
@@ -149,10 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return transfer_cli.main(words)
     args = parse_args(words)
     try:
-        overrides = {k: True for k, on in (("sandbox", args.sandbox), ("read_only", args.read_only)) if on}
+        overrides = sandbox_overrides(args.sandbox, args.sandboxes) | (
+            {"read_only": True} if args.read_only else {}
+        )
         settings = Settings.load(collect_problems=args.command == "doctor", **overrides)
         if args.command == "doctor":
-            return doctor(settings, probe=args.probe)
+            return doctor(settings, probe=args.probe, pbx=args.pbx)
         if notice := settings.sandbox_notice():
             logger.warning("%s", notice)
         pbxs = roster_for(settings)
@@ -178,32 +200,87 @@ def serving(pbxs: PbxRoster) -> str:
     """What the start-up line says the server manages: "the sandbox PBX", an origin, or every PBX by name."""
     if not pbxs.several:
         location = pbxs.pbxs[0].location
-        return "the sandbox PBX" if location == "sandbox" else location
+        return "the sandbox PBX" if location == SANDBOX_LOCATION else location
     default = f"; default {pbxs.default}" if pbxs.default else ""
-    return (
-        f"{len(pbxs.pbxs)} PBXs: " + ", ".join(f"{pbx.name} at {pbx.location}" for pbx in pbxs.pbxs) + default
-    )
+    where = [
+        f"{pbx.name} (an embedded sandbox)"
+        if pbx.location == SANDBOX_LOCATION
+        else f"{pbx.name} at {pbx.location}"
+        for pbx in pbxs.pbxs
+    ]
+    return f"{len(pbxs.pbxs)} PBXs: " + ", ".join(where) + default
 
 
 def journal(words: Sequence[str]) -> int:
-    """`threecx-mcp journal …`: this PBX's operations when one is configured, else every PBX's."""
+    """`threecx-mcp journal …`: this PBX's operations when one is configured, every PBX's when several are
+    (each line naming its PBX) or none; `--pbx NAME` reads one PBX of several."""
+    named = False
     try:
         settings = Settings.load()
-        pbxs = roster_for(settings) if settings.sandbox or settings.url else None
-        key = pbxs.pick(None).key if pbxs is not None and not pbxs.several else None
+        named = settings.sandboxes > 0 or settings.pbx_file_path() is not None
+        configured = (
+            pbx_settings(settings, collect_problems=True)
+            if named or settings.sandbox or settings.url
+            else None
+        )
     except ConfigError as exc:
-        print(f"threecx-mcp: {exc.user_message()}", file=sys.stderr)
+        if not named:
+            for problem in exc.problems if isinstance(exc, SettingsIncomplete) else (exc,):  # a line each
+                print(f"threecx-mcp journal: {problem.user_message()}", file=sys.stderr)
+            return 2
+        # The journal is still worth reading (an API key's variable may be set only in a client's env
+        # block): every PBX's operations, by journal key; --pbx is answered with the file's problems.
+        print(
+            "threecx-mcp journal: the config file cannot be used as it stands (threecx-mcp doctor lists its "
+            "problems), so PBXs are shown by their journal key, not by name.",
+            file=sys.stderr,
+        )
+
+        unusable = exc
+
+        def refused(name: str) -> str:
+            raise unusable
+
+        return journal_cli.main(words, settings.journal_path(), None, choose=refused)
+    if configured is None:  # no PBX configured: every PBX's operations
+        return journal_cli.main(words, settings.journal_path(), None)
+    own = configured.pbxs[0].key if len(configured.pbxs) == 1 and not configured.faults else None
+    names: dict[str, list[str]] = {}
+    for pbx in configured.pbxs:
+        if pbx.name is not None:
+            names.setdefault(pbx.key, []).append(pbx.name)
+
+    def key_of(name: str) -> str:
+        return configured.choose(name).key
+
+    return journal_cli.main(
+        words,
+        settings.journal_path(),
+        own,
+        names={key: " or ".join(found) for key, found in names.items()},
+        choose=key_of if configured.names else None,
+    )
+
+
+def doctor(settings: Settings, *, probe: bool = False, pbx: str | None = None) -> int:
+    """Run the checks; with `probe`, once they pass, the probe too (journaled like the tools' writes).
+
+    The one PBX of the THREECX_* variables is checked as it always was; the PBXs of a config file or of
+    --sandboxes are each checked under their name (see `_doctor_pbxs`), or only the one `pbx` names."""
+    try:
+        named = settings.sandboxes > 0 or settings.pbx_file_path() is not None
+    except ConfigError as exc:  # THREECX_CONFIG names no file
+        return _doctor_pbxs(settings, probe=probe, pbx=pbx, refused=exc)
+    if named:
+        return _doctor_pbxs(settings, probe=probe, pbx=pbx)
+    if pbx is not None:
+        print(f"threecx-mcp doctor: {unnamed_pbx(pbx).user_message()}", file=sys.stderr)
         return 2
-    return journal_cli.main(words, settings.journal_path(), key)
-
-
-def doctor(settings: Settings, *, probe: bool = False) -> int:
-    """Run the checks; with `probe`, once they pass, the probe too (journaled like the tools' writes)."""
     if settings.sandbox:
-        with LoopbackServer(Sandbox().app) as pbx:  # over real TCP, so every check runs for real
+        with LoopbackServer(Sandbox().app) as server:  # over real TCP, so every check runs for real
             sandbox_settings = settings.model_copy(
                 update={
-                    "url": pbx.url,
+                    "url": server.url,
                     "client_id": SANDBOX_CLIENT_ID,
                     "client_secret": SecretStr(SANDBOX_CLIENT_SECRET),
                     "client_secret_file": None,
@@ -240,6 +317,231 @@ def _doctor(checked: Settings, factory: Callable[[], XapiClient], settings: Sett
         return 0 if ok else 1
     print("Probing the PBX with one marker entry (removed at the end):")
     return probe_pbx(factory, journal_for(settings))
+
+
+@dataclass
+class _Section:
+    """One PBX doctor checks under its name: its setting (None when its problems left it out), how to reach
+    it (a sandbox's loopback server, once started), and its findings."""
+
+    name: str
+    setting: PbxSetting | None
+    problems: tuple[ConfigError, ...] = ()
+    connection: Connection | None = None
+    factory: Callable[[], XapiClient] | None = None
+    served_at: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def sandbox(self) -> bool:
+        return self.setting is not None and self.setting.connection is None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(finding.ok for finding in self.findings)
+
+    def heading(self) -> str:
+        where = "an embedded sandbox PBX" if self.sandbox else self.setting.location if self.setting else None
+        return f"== PBX {quoted(self.name, 40)}" + (f" ({where})" if where else "") + " =="
+
+
+def _doctor_pbxs(
+    settings: Settings, *, probe: bool, pbx: str | None, refused: ConfigError | None = None
+) -> int:
+    """doctor over the PBXs of a config file or of --sandboxes: what was read, every problem at once (the
+    file's, each naming its table and key, and every PBX's), the journal once, then a section per PBX
+    headed by its name, each with the network, token and blacklist checks; a sandbox PBX is served on a
+    loopback port for them, as `doctor --sandbox` serves its one. Exit code 0 only if every PBX passes."""
+    problems = [*unusable_settings(settings), *([refused] if refused else [])]
+    configured = None
+    if refused is None:
+        try:
+            configured = pbx_settings(settings, collect_problems=True)
+        except SettingsIncomplete as exc:
+            problems.extend(exc.problems)
+        except ConfigError as exc:
+            problems.append(exc)
+    sections: list[_Section] = []
+    if configured is not None:
+        if pbx is not None and pbx not in configured.names:
+            try:
+                configured.choose(pbx)
+            except ConfigError as exc:
+                print(f"threecx-mcp doctor: {exc.user_message()}", file=sys.stderr)
+                return 2
+        chosen = [name for name in configured.names if pbx in (None, name)]
+        if probe and len(chosen) > 1:
+            print(
+                "threecx-mcp doctor: --probe writes a marker entry to one PBX, so with several PBXs say which "
+                f"with --pbx NAME, one of {configured.listed()}. Nothing was checked.",
+                file=sys.stderr,
+            )
+            return 2
+        by_name = {setting.name: setting for setting in configured.pbxs}
+        sections = [_Section(n, by_name.get(n), configured.faults.get(n, ())) for n in chosen]
+    said = [sources(settings), _config_read(settings, configured)]
+    if settings.sandbox or settings.sandboxes:
+        said.append(_sandboxes_note(settings))
+    for finding in said:
+        print(finding.line())
+    for problem in problems:
+        print(Finding("settings", "FAIL", problem.user_message()).line())
+    journal = check_journal(settings.journal_path())
+    print(journal.line())
+    with ExitStack() as servers:
+        for section in sections:
+            _reach(section, settings, servers)
+        anyio.run(_check_sections, sections, settings)
+        for section in sections:
+            print(section.heading())
+            for finding in section.findings:
+                print(finding.line())
+        ok = journal.ok and not problems and all(section.ok for section in sections)
+        print(_verdict(ok, sections, bool(problems) or not journal.ok))
+        if not ok or not probe:
+            return 0 if ok else 1
+        (section,) = sections
+        assert section.setting is not None and section.factory is not None
+        print(f"Probing PBX {quoted(section.name, 40)} with one marker entry (removed at the end):")
+        journal_view = Journal(
+            settings.journal_path(), section.setting.key, retention_days=settings.journal_retention_days
+        )
+        return probe_pbx(section.factory, journal_view)
+
+
+def _config_read(settings: Settings, configured: Configured | None) -> Finding:
+    """Which config file was read and the PBXs it names (names only), or which --sandboxes made."""
+    if configured is not None and configured.file is None:
+        return Finding(
+            "config",
+            "INFO",
+            f"--sandboxes made {len(configured.names)} embedded sandbox PBXs: "
+            f"{_all_of(configured.names)}; no config file is read beside them",
+        )
+    try:
+        path = settings.pbx_file_path()
+    except ConfigError:
+        return Finding("config", "INFO", "no config file was read: the one named does not exist (see below)")
+    if configured is None:
+        where = "no config file" if path is None else f"the config file {path}"
+        return Finding(
+            "config", "INFO", f"read {where}; the problems below stop every PBX from being checked"
+        )
+    default = f"; default PBX {quoted(configured.default, 40)}" if configured.default else "; no default PBX"
+    count = len(configured.names)
+    return Finding(
+        "config",
+        "INFO",
+        f"read {path}: {count} PBX{'s' if count != 1 else ''}, {_all_of(configured.names)}{default}",
+    )
+
+
+def _sandboxes_note(settings: Settings) -> Finding:
+    """Said first when the sandbox stands in: a forgotten THREECX_SANDBOX(ES) must never pass for a PBX."""
+    variable = "THREECX_SANDBOXES" if settings.sandboxes else "THREECX_SANDBOX"
+    origin = settings.sources.where(variable)
+    if settings.sandboxes:
+        how = f"--sandboxes {settings.sandboxes}" if origin == COMMAND_LINE else f"{variable} from {origin}"
+        what = f"{settings.sandboxes} embedded sandbox PBXs"
+    else:
+        how = "--sandbox" if origin == COMMAND_LINE else f"{variable}=true from {origin}"
+        what = "an embedded sandbox PBX standing in for each PBX of the config file"
+    return Finding("sandbox", "NOTE", f"testing {what} ({how}), not real ones; nothing here checks your PBXs")
+
+
+def _reach(section: _Section, settings: Settings, servers: ExitStack) -> None:
+    """How doctor reaches the section's PBX: its connection, sharing the running servers' token; or, for a
+    sandbox, one served on a loopback port for as long as the command runs (its token not shared)."""
+    setting = section.setting
+    if setting is None:
+        return
+    if setting.connection is not None:
+        section.connection, section.factory = setting.connection, client_factory(settings, setting.connection)
+        return
+    server = servers.enter_context(LoopbackServer(Sandbox().app))
+    connection = Connection(
+        PbxEndpoint.parse(server.url),
+        SANDBOX_CLIENT_ID,
+        SecretStr(SANDBOX_CLIENT_SECRET),
+        True,
+        settings.timeout,
+        settings.max_in_flight,
+    )
+    section.connection, section.served_at = connection, server.url
+    section.factory = lambda: XapiClient.from_connection(connection)
+
+
+async def _check_sections(sections: Sequence[_Section], settings: Settings) -> None:
+    """Every section's checks, several PBXs at once (each waits up to THREECX_TIMEOUT for an answer)."""
+    limit = anyio.CapacityLimiter(8)
+
+    async def check(section: _Section) -> None:
+        if section.setting is None:
+            section.findings = [Finding("settings", "FAIL", p.user_message()) for p in section.problems]
+            return
+        assert section.connection is not None
+        said: list[Finding] = []
+        if section.sandbox:
+            said.append(Finding("sandbox", "NOTE", _sandbox_why(section, settings)))
+        said.append(Finding("settings", "PASS", f"PBX at {section.connection.endpoint.origin}"))
+        async with limit:
+            checks = await check_pbx(
+                section.connection,
+                section.factory,
+                sandbox=section.sandbox,
+                secret_in_file=section.setting.secret_in_file,
+            )
+        section.findings = [*said, *checks]
+
+    async with anyio.create_task_group() as group:
+        for section in sections:
+            group.start_soon(check, section)
+
+
+def _sandbox_why(section: _Section, settings: Settings) -> str:
+    """Why a section's PBX is a sandbox, said before its checks: its checks pass for no real PBX."""
+    if settings.sandboxes:
+        why = "made by --sandboxes"
+    elif settings.sandbox:
+        why = "standing in for the PBX of that name (--sandbox)"
+    else:
+        why = f"sandbox = true in its [pbx.{section.name}] table"
+    return (
+        f"PBX {quoted(section.name, 40)} is an embedded sandbox PBX ({why}), not a real one, served at "
+        f"{section.served_at} for these checks"
+    )
+
+
+def _verdict(ok: bool, sections: Sequence[_Section], shared_failed: bool) -> str:
+    """The last line: which PBXs passed (saying which are sandboxes), or which failed."""
+    names = [section.name for section in sections]
+    if not ok:
+        failed = [section.name for section in sections if not section.ok]
+        on = (
+            f" on {'PBX' if len(failed) == 1 else 'PBXs'} {_all_of(failed)}"
+            if failed and not shared_failed
+            else ""
+        )
+        return f"Some checks failed{on}; fix each FAIL above and run doctor again."
+    sandboxes = [section.name for section in sections if section.sandbox]
+    if not sections:
+        return "All checks passed."
+    if len(sandboxes) == len(sections):
+        return (
+            f"All checks passed on the sandbox {'PBX' if len(names) == 1 else 'PBXs'} {_all_of(names)}; "
+            "no real PBX was checked."
+        )
+    passed = f"All checks passed on {'PBX' if len(names) == 1 else 'PBXs'} {_all_of(names)}"
+    if sandboxes:
+        are = "is an embedded sandbox" if len(sandboxes) == 1 else "are embedded sandboxes"
+        return f"{passed} ({_all_of(sandboxes)} {are}, not a real PBX)."
+    return f"{passed}."
+
+
+def _all_of(names: Sequence[str]) -> str:
+    """ "a", "b" and "c"."""
+    shown = [quoted(name, 40) for name in names]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
 
 
 def probe_pbx(factory: Callable[[], XapiClient], journal: Journal) -> int:

@@ -7,12 +7,15 @@ every change the tools would make), and then the network, in order. Each failure
 cause and fix: a TLS failure is diagnosed from the exception's cause chain (see
 `http_errors.tls_error`), so an IP address instead of the certificate's name, an expired
 certificate, or a port that speaks the other protocol is never answered with "set THREECX_CA_BUNDLE".
-Every line passes the sanitiser: what the PBX said is shown redacted and escaped.
+Every line passes the sanitiser: what the PBX said is shown redacted and escaped. `check_pbx` is the way
+to one PBX; the CLI runs it once per PBX of a config file, whose lines name the [pbx.NAME] keys to fix
+instead of the THREECX_* variables.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 import tempfile
@@ -25,7 +28,16 @@ import anyio
 import anyio.abc
 
 from .client import XapiClient
-from .config import COMMAND_LINE, Connection, PbxEndpoint, Settings, SettingsIncomplete, user_config_dir
+from .config import (
+    COMMAND_LINE,
+    ENV_NAMES,
+    Connection,
+    PbxEndpoint,
+    SettingNames,
+    Settings,
+    SettingsIncomplete,
+    user_config_dir,
+)
 from .errors import AuthenticationFailed, HttpsOnlyPort, JournalError, ThreeCXMcpError, in_words
 from .http_errors import tls_error
 from .journal import Journal
@@ -164,9 +176,34 @@ async def run_checks(
         return [*(_check("settings", False, p.user_message()) for p in exc.problems), journal_check]
     except ThreeCXMcpError as exc:
         return [_check("settings", False, exc.user_message()), journal_check]
-    endpoint = connection.endpoint
-    checks = [_check("settings", True, f"PBX at {endpoint.origin}"), journal_check]
+    checks = [_check("settings", True, f"PBX at {connection.endpoint.origin}"), journal_check]
+    secret_in_file = settings.client_secret_file is not None
+    return checks + await check_pbx(connection, make_client, sandbox=sandbox, secret_in_file=secret_in_file)
 
+
+async def check_pbx(
+    connection: Connection,
+    make_client: Callable[[], XapiClient] | None = None,
+    *,
+    sandbox: bool = False,
+    secret_in_file: bool = False,
+) -> list[Finding]:
+    """The way to one PBX, in order: DNS, TCP, TLS (or that an http:// port speaks no TLS), the API client's
+    token, then reading the blacklist; the first failure ends the run. Each line names the setting to fix
+    where the user wrote it (a THREECX_* variable, or a key of the PBX's [pbx.NAME] table)."""
+    checks = await _network_checks(connection, make_client, sandbox=sandbox, secret_in_file=secret_in_file)
+    return _named(checks, connection.names)
+
+
+async def _network_checks(
+    connection: Connection,
+    make_client: Callable[[], XapiClient] | None,
+    *,
+    sandbox: bool,
+    secret_in_file: bool,
+) -> list[Finding]:
+    endpoint = connection.endpoint
+    checks: list[Finding] = []
     steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [
         ("dns", lambda: _resolve(endpoint)),
         ("tcp", lambda: _connect(endpoint, connection.timeout)),
@@ -179,7 +216,8 @@ async def run_checks(
         try:
             checks.append(_check(name, True, await step()))
         except (OSError, TimeoutError, ThreeCXMcpError) as exc:
-            explained = _explain(name, exc, connection, ca_bundle=settings.ca_bundle is not None)
+            ca_bundle = isinstance(connection.verify, ssl.SSLContext)
+            explained = _explain(name, exc, connection, ca_bundle=ca_bundle)
             checks.append(_check(name, False, explained))
             return checks
 
@@ -187,7 +225,7 @@ async def run_checks(
         try:
             await client.auth.token()
         except ThreeCXMcpError as exc:
-            return [*checks, _check("token", False, _token_refused(exc, settings))]
+            return [*checks, _check("token", False, _token_refused(exc, secret_in_file))]
         checks.append(_check("token", True, "the API client's credentials were accepted"))
         try:
             total = await client.count()
@@ -197,11 +235,26 @@ async def run_checks(
     return [*checks, _check("blacklist", True, f"can read the blacklist ({count} entries)")]
 
 
-def _token_refused(exc: ThreeCXMcpError, settings: Settings) -> str:
+# The variables a line may name, longest first, and the field of `SettingNames` naming the same setting.
+_VARIABLES = re.compile(r"THREECX_(CLIENT_SECRET_FILE|CLIENT_SECRET|CLIENT_ID|CA_BUNDLE|VERIFY_TLS|URL)\b")
+
+
+def _named(findings: list[Finding], names: SettingNames) -> list[Finding]:
+    """Findings whose advice names THREECX_* variables, reworded for a PBX configured elsewhere (the config
+    file's [pbx.NAME] table): "url of [pbx.hq] in /path/config.toml" instead of THREECX_URL."""
+    if names == ENV_NAMES:
+        return findings
+    return [
+        Finding(f.name, f.verdict, _VARIABLES.sub(lambda m: getattr(names, m[1].lower()), f.detail))
+        for f in findings
+    ]
+
+
+def _token_refused(exc: ThreeCXMcpError, secret_in_file: bool) -> str:
     """The token step's failure; when the API key came from a file, the advice names that variable, not
     THREECX_CLIENT_SECRET (which `AuthenticationFailed`'s hint names, as most users set it)."""
     said = exc.user_message()
-    if isinstance(exc, AuthenticationFailed) and settings.client_secret_file is not None:
+    if isinstance(exc, AuthenticationFailed) and secret_in_file:
         return said.replace("(THREECX_CLIENT_SECRET)", "(in the file THREECX_CLIENT_SECRET_FILE names)")
     return said
 

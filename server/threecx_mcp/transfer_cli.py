@@ -6,7 +6,9 @@ the same engines and the same safety journal as the tools, from a shell. The fil
 fsynced, then renamed over it), so a failure midway never leaves a truncated blacklist where the last
 good copy was. An import is journaled like the tool's bulk add (`threecx-mcp journal list` shows it,
 `restore_blacklist_numbers` undoes it); the person at the shell is the one confirming, so it shows
-what it would do first and goes on only after `--yes` or a "y" typed at the terminal.
+what it would do first and goes on only after `--yes` or a "y" typed at the terminal. With several PBXs
+configured, `--pbx NAME` says which (the config file's default otherwise); an import is journaled on that
+PBX's view of the journal, so a restore undoes it there.
 """
 
 from __future__ import annotations
@@ -22,18 +24,18 @@ from typing import BinaryIO
 
 import anyio
 
-from .arguments import Parser
+from .arguments import Parser, add_pbx, add_sandbox_options, sandbox_overrides
 from .client import XapiClient
-from .config import Settings
+from .config import Settings, SettingsIncomplete
 from .display import escape, quoted
 from .errors import ConfigError, InvalidArgument, ThreeCXMcpError
-from .journal import Journal
 from .models import BulkAddResult
 from .operations import bulk_add
 from .operations.entry_lists import MAX_TEXT_BYTES, EntryInput, parse_entries
 from .operations.export import read_blacklist, to_csv, to_json
+from .pbxs import Pbx
 from .sanitise import clean
-from .wiring import roster_for
+from .wiring import pbx_for
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _BOM = "\ufeff"
@@ -59,18 +61,19 @@ def main(argv: Sequence[str]) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     prog = f"threecx-mcp {args.command}"
     try:
-        settings = Settings.load(**({"sandbox": True} if args.sandbox else {}))
+        settings = Settings.load(collect_problems=False, **sandbox_overrides(args.sandbox, args.sandboxes))
         if notice := settings.sandbox_notice():
             print(f"{prog}: {notice}", file=sys.stderr)
-        pbx = roster_for(settings).pick(None)
+        pbx = pbx_for(settings, args.pbx)
         factory, journal = pbx.make_client, pbx.journal
     except ConfigError as exc:
-        print(f"{prog}: {exc.user_message()}", file=sys.stderr)
+        for problem in exc.problems if isinstance(exc, SettingsIncomplete) else (exc,):  # a line each
+            print(f"{prog}: {problem.user_message()}", file=sys.stderr)
         return EXIT_USAGE
     try:
         if args.command == "export":
-            return _export(args, factory)
-        return _import(args, factory, journal)
+            return _export(args, factory, pbx)
+        return _import(args, factory, pbx)
     except _Refusal as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.code
@@ -117,12 +120,16 @@ def _parser() -> argparse.ArgumentParser:
         help="also add patterns that block (nearly) every caller, such as * (refused without it)",
     )
     load.add_argument("--yes", action="store_true", help="add without asking (needed without a terminal)")
-    for command in (export, load):
-        command.add_argument("--sandbox", action="store_true", help="use the embedded sandbox PBX")
+    for command, what in ((export, "export the blacklist of"), (load, "import into")):
+        add_sandbox_options(
+            command,
+            "use the embedded sandbox PBX (with a config file, a sandbox in place of the PBX --pbx names)",
+        )
+        add_pbx(command, f"{what} (required with several PBXs and no default one)")
     return parser
 
 
-def _export(args: argparse.Namespace, factory: Callable[[], XapiClient]) -> int:
+def _export(args: argparse.Namespace, factory: Callable[[], XapiClient], pbx: Pbx) -> int:
     target = None if args.file in (None, "-") else Path(args.file)
     form = args.format or ("json" if target is not None and target.suffix.lower() == ".json" else "csv")
 
@@ -139,15 +146,16 @@ def _export(args: argparse.Namespace, factory: Callable[[], XapiClient]) -> int:
     else:
         write_atomically(target, data)
         where = escape(str(target))
-    print(
-        f"threecx-mcp export: {count} entr{'y' if count == 1 else 'ies'} as {form.upper()} to {where}.",
-        file=sys.stderr,
-    )
+    source = "" if pbx.name is None else f" of PBX {quoted(pbx.name, 40)}"
+    entries = f"{count} entr{'y' if count == 1 else 'ies'}"
+    print(f"threecx-mcp export: {entries}{source} as {form.upper()} to {where}.", file=sys.stderr)
     return EXIT_OK
 
 
-def _import(args: argparse.Namespace, factory: Callable[[], XapiClient], journal: Journal) -> int:
+def _import(args: argparse.Namespace, factory: Callable[[], XapiClient], pbx: Pbx) -> int:
+    """Add the file's entries to `pbx`, journaled on its view of the journal (so restore undoes it there)."""
     entries = _entries(Path(args.file))
+    journal = pbx.journal
 
     async def run() -> BulkAddResult:
         async with factory() as client:
@@ -156,9 +164,7 @@ def _import(args: argparse.Namespace, factory: Callable[[], XapiClient], journal
             _report(preview)
             if args.dry_run or not preview.would_add:
                 return preview
-            if not args.yes and not await anyio.to_thread.run_sync(
-                _confirmed, preview.would_add, journal.pbx
-            ):
+            if not args.yes and not await anyio.to_thread.run_sync(_confirmed, preview.would_add, pbx):
                 raise _Refusal("Nothing was added.", EXIT_INCOMPLETE)
             result = await bulk_add.bulk_add(
                 client,
@@ -241,15 +247,16 @@ def _report(result: BulkAddResult) -> None:
         print(f"Warning: {escape(warning)}")
 
 
-def _confirmed(count: int, pbx: str | None) -> bool:
+def _confirmed(count: int, pbx: Pbx) -> bool:
     """Ask at the terminal; without one, refuse: the confirmation must come from a person (or --yes)."""
     if not sys.stdin.isatty():
         raise _Refusal(
             "Nothing was added: without a terminal to ask at, run again with --yes (check the summary above, "
             "or run with --dry-run first)."
         )
+    where = escape(pbx.key) if pbx.name is None else f"PBX {quoted(pbx.name, 40)} ({escape(pbx.location)})"
     print(
-        f"Add {count} entr{'y' if count == 1 else 'ies'} to the blacklist on {escape(pbx or '')}? [y/N] ",
+        f"Add {count} entr{'y' if count == 1 else 'ies'} to the blacklist on {where}? [y/N] ",
         end="",
         file=sys.stderr,
         flush=True,

@@ -10,8 +10,8 @@ embedded sandbox in for every PBX, keeping the config file's names, so a setup c
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2
@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from .client import XapiClient
 from .config import ENV_NAMES, Connection, PbxEndpoint, Settings, SettingsIncomplete
 from .confirmation import PlanBook
+from .display import quoted
 from .errors import ConfigError
 from .journal import Journal
 from .pbx_file import NamedPbx, PbxFile, read_pbx_file
@@ -51,6 +52,8 @@ class PbxSetting:
     key: str
     connection: Connection | None
     read_only: bool
+    # Whether the API key was read from a file (doctor's advice on a refused key names that file's setting).
+    secret_in_file: bool = False
 
     @property
     def location(self) -> str:
@@ -81,12 +84,63 @@ def pbx_file(settings: Settings) -> PbxFile | None:
 @dataclass(frozen=True)
 class Configured:
     """Every PBX configured and checked, the default, the config file they came from (None: the THREECX_*
-    variables or --sandboxes), and, for doctor, the problems of the PBXs left out."""
+    variables or --sandboxes), and, for doctor, the problems of the PBXs left out (`faults`, by name)."""
 
     pbxs: list[PbxSetting]
     default: str | None
     file: Path | None = None
     problems: tuple[ConfigError, ...] = ()
+    faults: Mapping[str, tuple[ConfigError, ...]] = field(default_factory=dict)
+    # Every name, in the config file's order, those left out for their problems included.
+    order: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        """Every PBX's name, in order (none for the one unnamed PBX of the THREECX_* variables)."""
+        return list(self.order) or [pbx.name for pbx in self.pbxs if pbx.name is not None]
+
+    def listed(self) -> str:
+        """The names as a message offers them: "a", "b" or "c"."""
+        return listed(self.names)
+
+    def choose(self, name: str | None, *, option: str = "--pbx") -> PbxSetting:
+        """The PBX a command acts on: the one named, else the default, else the only one. A name that is
+        not configured, or none where several PBXs and no default are, is refused listing the names; the
+        PBX chosen must be configured correctly (another PBX's mistakes do not stop a command on it)."""
+        names = self.names
+        if name is not None and not names:
+            raise unnamed_pbx(name, option)
+        if name is None:
+            if len(self.pbxs) + len(self.faults) == 1:
+                name = names[0] if names else None
+            elif self.default is not None:
+                name = self.default
+            else:
+                raise ConfigError(
+                    f"Several PBXs are configured and none is the default: say which with {option} NAME, "
+                    f"one of {self.listed()}."
+                )
+        elif name not in names:
+            raise ConfigError(
+                f"There is no PBX named {quoted(name, 40)}; {option} is one of {self.listed()}."
+            )
+        if name is not None and name in self.faults:
+            raise SettingsIncomplete(list(self.faults[name]))
+        return next(pbx for pbx in self.pbxs if pbx.name == name)
+
+
+def unnamed_pbx(name: str, option: str = "--pbx") -> ConfigError:
+    """`option` names a PBX where the THREECX_* variables configure one PBX, which has no name."""
+    return ConfigError(
+        f"{option} {quoted(name, 40)} names a PBX, but no PBX has a name here: the THREECX_* settings "
+        f"configure one PBX (a config file or --sandboxes names several). Run without {option}."
+    )
+
+
+def listed(names: Sequence[str]) -> str:
+    """Names as a message offers them: "a", "b" or "c"."""
+    shown = [quoted(name, 40) for name in names]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
 
 
 def pbx_settings(settings: Settings, *, collect_problems: bool = False) -> Configured:
@@ -94,7 +148,7 @@ def pbx_settings(settings: Settings, *, collect_problems: bool = False) -> Confi
     once, or, with `collect_problems` (doctor), leaves out the PBXs at fault and returns their problems."""
     file = pbx_file(settings)
     if file is None and settings.sandboxes:
-        names = [f"sandbox-{number}" for number in range(1, settings.sandboxes + 1)]
+        names = sandbox_names(settings.sandboxes)
         return Configured(
             [PbxSetting(n, f"{SANDBOX_PBX_KEY}/{n}", None, settings.read_only) for n in names], None
         )
@@ -104,17 +158,32 @@ def pbx_settings(settings: Settings, *, collect_problems: bool = False) -> Confi
         connection = settings.connection()
         return Configured([PbxSetting(None, connection.pbx_key, connection, settings.read_only)], None)
     problems: list[ConfigError] = []
+    faults: dict[str, tuple[ConfigError, ...]] = {}
     found = []
     for named in file.pbxs:
         try:
             found.append(_named_setting(named, settings))
         except SettingsIncomplete as exc:
-            problems.extend(exc.problems)
+            faults[named.name] = exc.problems
         except ConfigError as exc:
-            problems.append(exc)
+            faults[named.name] = (exc,)
+        problems.extend(faults.get(named.name, ()))
     if problems and not collect_problems:
         raise SettingsIncomplete(problems)
-    return Configured(found, file.default, file.path, tuple(problems))
+    order = tuple(named.name for named in file.pbxs)
+    return Configured(found, file.default, file.path, tuple(problems), faults, order)
+
+
+def sandbox_names(count: int) -> list[str]:
+    """The names of --sandboxes N's embedded sandbox PBXs."""
+    return [f"sandbox-{number}" for number in range(1, count + 1)]
+
+
+def unusable_settings(settings: Settings) -> tuple[ConfigError, ...]:
+    """What `Settings.load(collect_problems=True)` set aside as unusable (THREECX_TIMEOUT=abc, an unreadable
+    .env): `Settings.connection()` reports it for the one PBX of the THREECX_* variables; doctor reports it
+    beside a config file's PBXs, which never call that."""
+    return settings._unusable
 
 
 def _named_setting(named: NamedPbx, settings: Settings) -> PbxSetting:
@@ -122,24 +191,26 @@ def _named_setting(named: NamedPbx, settings: Settings) -> PbxSetting:
     if named.access is None or settings.sandbox:
         return PbxSetting(named.name, f"{SANDBOX_PBX_KEY}/{named.name}", None, read_only)
     connection = named.access.connection(settings.timeout, settings.max_in_flight)
-    return PbxSetting(named.name, connection.pbx_key, connection, read_only)
+    in_file = named.access.client_secret_file is not None
+    return PbxSetting(named.name, connection.pbx_key, connection, read_only, in_file)
 
 
 def roster_for(settings: Settings) -> PbxRoster:
     """The PBXs a server on these settings manages, each with its client factory and journal view."""
     configured = pbx_settings(settings)
-    journal_path = settings.journal_path()
-    pbxs = [
-        Pbx(
-            pbx.name,
-            pbx.location,
-            Journal(journal_path, pbx.key, retention_days=settings.journal_retention_days),
-            client_factory(settings, pbx.connection),
-            pbx.read_only,
-        )
-        for pbx in configured.pbxs
-    ]
-    return PbxRoster(pbxs, configured.default)
+    return PbxRoster([made(settings, pbx) for pbx in configured.pbxs], configured.default)
+
+
+def made(settings: Settings, pbx: PbxSetting) -> Pbx:
+    """One configured PBX with its journal view and client factory."""
+    journal = Journal(settings.journal_path(), pbx.key, retention_days=settings.journal_retention_days)
+    return Pbx(pbx.name, pbx.location, journal, client_factory(settings, pbx.connection), pbx.read_only)
+
+
+def pbx_for(settings: Settings, name: str | None, *, option: str = "--pbx") -> Pbx:
+    """The PBX a command-line command (export, import) acts on: the one `option` names, else the default,
+    else the only one (see `Configured.choose`)."""
+    return made(settings, pbx_settings(settings, collect_problems=True).choose(name, option=option))
 
 
 def journal_for(settings: Settings) -> Journal:
