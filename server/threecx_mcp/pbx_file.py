@@ -44,11 +44,17 @@ from .errors import ConfigError
 
 MAX_CONFIG_BYTES = 1_000_000
 MAX_PBXS = 200
+MAX_PROBLEMS = 25  # problems listed at once; a file with more is named with how many more there are
 # A PBX's name: what the tools' pbx arguments take.
 PBX_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# How an environment variable is conventionally named (HQ_KEY, THREECX_BRANCH_SECRET, KEY): only such a
+# name is shown in a message. Anything else in client_secret_env may be the API key pasted in its place.
+_SHOWN_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$")
 _SECRET_WAYS = ("client_secret", "client_secret_file", "client_secret_env")
 _REACHING = ("url", "client_id", *_SECRET_WAYS, "ca_bundle")  # what a sandbox table has no use for
+# Only for checking a table's connection settings when the file is refused anyway (see `read_pbx_file`).
+_CHECK_TIMEOUT, _CHECK_IN_FLIGHT = 30.0, 8
 
 _Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2_000)]
 
@@ -70,10 +76,13 @@ class PbxTable(BaseModel):
 
 
 class _FileContent(BaseModel):
+    """The file's top level; each table is checked on its own (`_table`), so that a mistake in one does
+    not hide the mistakes in the others."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     default: _Text | None = None
-    pbx: dict[str, PbxTable] = Field(min_length=1, max_length=MAX_PBXS)
+    pbx: dict[str, Any] = Field(min_length=1, max_length=MAX_PBXS)
 
 
 @dataclass(frozen=True)
@@ -95,10 +104,15 @@ class PbxFile:
 
 
 def read_pbx_file(path: Path) -> PbxFile:
-    """Read and check the file; raises a `SettingsIncomplete` naming every problem in it at once."""
+    """Read and check the file; raises a `SettingsIncomplete` naming every problem in it at once.
+
+    Every table is checked, whatever is wrong elsewhere in the file; and when the file is refused, the
+    connection settings of its other tables (url, client_id, the key's file) are checked too, since
+    the server would otherwise report them only once the first problems are fixed.
+    """
     shown = quoted(str(path), 200)
     try:
-        raw = _read_bytes(path)
+        raw, mode = _read_bytes(path)
         data = tomllib.loads(raw.decode("utf-8-sig"))
     except OSError as exc:
         raise ConfigError(
@@ -108,92 +122,148 @@ def read_pbx_file(path: Path) -> PbxFile:
         raise ConfigError(f"The config file {shown} is not UTF-8 text; save it as UTF-8.") from None
     except tomllib.TOMLDecodeError as exc:  # its message gives a position, never the text there
         raise ConfigError(f"The config file {shown} is not valid TOML: {exc}.") from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(
+            f"The config file {shown} nests arrays or tables too deeply to be read; it is not a config file "
+            "of this server (see README.md for what one holds)."
+        ) from None
+    problems: list[ConfigError] = []
     try:
         content = _FileContent.model_validate(data)
     except ValidationError as exc:
-        raise SettingsIncomplete(
-            [_problem(shown, error) for error in exc.errors(include_input=False)]
-        ) from None
-    problems: list[ConfigError] = []
-    pbxs = []
-    for name, table in content.pbx.items():
-        try:
-            pbxs.append(_checked(path, name, table))
-        except ConfigError as problem:
-            problems.append(problem)
-    if content.default is not None and content.default not in content.pbx:
-        names = ", ".join(quoted(name, 40) for name in content.pbx)
+        problems += [_file_problem(shown, error) for error in exc.errors(include_input=False)]
+        content = None
+    tables = data.get("pbx")
+    if not isinstance(tables, dict) or not 1 <= len(tables) <= MAX_PBXS:
+        tables = {}  # the problem is reported above
+    checked: list[tuple[str, NamedPbx | None, list[ConfigError]]] = []
+    for name, table in tables.items():
+        named, found = _table(path, mode, name, table)
+        checked.append((name, named, found))
+    default = content.default if content is not None else _given_default(data)
+    if tables and default is not None and default not in tables:
+        names = ", ".join(quoted(name, 40) for name in tables)
         problems.append(
             ConfigError(
-                f"default = {quoted(content.default, 40)} in {shown} names no [pbx.NAME] table; the PBXs are {names}."
+                f"default = {quoted(default, 40)} in {shown} names no [pbx.NAME] table; the PBXs are {names}."
             )
         )
-    if problems:
-        raise SettingsIncomplete(problems)
-    return PbxFile(path, tuple(pbxs), content.default)
+    if problems or any(found for _, _, found in checked):
+        for _, named, found in checked:
+            if named is not None and named.access is not None:
+                found += _connection_problems(named.access)
+        problems = [problem for _, _, found in checked for problem in found] + problems
+        raise SettingsIncomplete(_capped(problems, shown))
+    pbxs = tuple(named for _, named, _ in checked if named is not None)
+    return PbxFile(path, pbxs, default)
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, refusing a special file (a FIFO would block) or one too large to be a config."""
-    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+def _given_default(data: dict[str, Any]) -> str | None:
+    """`default` as written, for naming a missing table while the file's top level has other problems."""
+    default = data.get("default")
+    return default.strip() or None if isinstance(default, str) else None
+
+
+def _read_bytes(path: Path) -> tuple[bytes, int]:
+    """The file's bytes and mode, refusing a special file (a FIFO would block) or one too large to be a
+    config. The mode is the opened file's, so it is the mode of the very bytes read."""
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # Windows has no O_NONBLOCK, and no FIFOs at a file's path
+    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | nonblocking)) as file:
+        mode = os.fstat(file.fileno()).st_mode
+        if not stat.S_ISREG(mode):
             raise OSError(0, "it is not a regular file")
         raw = file.read(MAX_CONFIG_BYTES + 1)
     if len(raw) > MAX_CONFIG_BYTES:
         raise OSError(0, f"it is larger than {MAX_CONFIG_BYTES:,} bytes")
-    return raw
+    return raw, mode
 
 
-def _problem(shown: str, error: Any) -> ConfigError:
-    """A pydantic complaint about the file's shape, as a sentence naming the table and key."""
+def _capped(problems: list[ConfigError], shown: str) -> list[ConfigError]:
+    """At most `MAX_PROBLEMS`, and how many more: a message that a person can read to the end."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    more = len(problems) - MAX_PROBLEMS
+    return [*problems[:MAX_PROBLEMS], ConfigError(f"{shown} has {more:,} more problems; fix these first.")]
+
+
+def _label(name: str) -> str:
+    """How a message names a table: as written when its name is usable, quoted (escaped, cut) if not."""
+    return f"[pbx.{name}]" if re.match(PBX_NAME_PATTERN, name) else f"[pbx.{quoted(name, 40)}]"
+
+
+def _said(error: Any) -> str:
+    said = str(error["msg"])
+    return said[:1].lower() + said[1:]
+
+
+def _file_problem(shown: str, error: Any) -> ConfigError:
+    """A pydantic complaint about the file's top level, as a sentence naming the key."""
     location = [str(part) for part in error["loc"]]
-    kind, said = error["type"], str(error["msg"])
-    if location[:1] == ["pbx"] and len(location) >= 2:
-        table = f"[pbx.{location[1]}]"
-        key = location[2] if len(location) > 2 else None
-        if kind == "extra_forbidden" and key is not None:
-            keys = ", ".join(PbxTable.model_fields)
-            return ConfigError(
-                f"{table} in {shown} has the key {quoted(key, 40)}, which means nothing here; the keys are {keys}."
-            )
-        if key is None:
-            return ConfigError(
-                f"{table} in {shown} must be a table of settings (url = ..., client_id = ...)."
-            )
-        return ConfigError(f"{key} of {table} in {shown} is not valid: {said[:1].lower()}{said[1:]}.")
+    kind = error["type"]
     if kind == "extra_forbidden":
         return ConfigError(
             f"{shown} has the top-level key {quoted(location[0], 40)}; only default and [pbx.NAME] tables belong there."
         )
     if location == ["pbx"] and kind == "missing":
         return ConfigError(f"{shown} names no PBX: add a [pbx.NAME] table for each (see README.md).")
-    return ConfigError(f"{'.'.join(location)} in {shown} is not valid: {said[:1].lower()}{said[1:]}.")
+    if location == ["pbx"] and kind == "dict_type":
+        return ConfigError(f"pbx in {shown} must be tables, one [pbx.NAME] for each PBX (see README.md).")
+    return ConfigError(f"{'.'.join(location)} in {shown} is not valid: {_said(error)}.")
 
 
-def _checked(path: Path, name: str, table: PbxTable) -> NamedPbx:
-    """One table as a PBX: its name, how its API key is given, and whether that is allowed here."""
-    names = SettingNames.table(name, path)
-    where = f"[pbx.{name}] in {quoted(str(path), 200)}"
-    if not re.match(PBX_NAME_PATTERN, name):
-        raise ConfigError(
-            f"The PBX name {quoted(name, 60)} in {quoted(str(path), 200)} is not usable: a name is 1 to 40 letters, "
-            "digits, '-', '_' or '.', starting with a letter or digit (tools take it as pbx)."
+def _table_problem(where: str, error: Any) -> ConfigError:
+    """A pydantic complaint about one table, as a sentence naming the table and key."""
+    location = [str(part) for part in error["loc"]]
+    if not location or error["type"] == "model_type":
+        return ConfigError(f"{where} must be a table of settings (url = ..., client_id = ...).")
+    key = location[0]
+    if error["type"] == "extra_forbidden":
+        keys = ", ".join(PbxTable.model_fields)
+        return ConfigError(
+            f"{where} has the key {quoted(key, 40)}, which means nothing here; the keys are {keys}."
         )
-    given = [key for key in _SECRET_WAYS if getattr(table, key) is not None]
+    return ConfigError(f"{key} of {where} is not valid: {_said(error)}.")
+
+
+def _table(path: Path, mode: int, name: str, raw: object) -> tuple[NamedPbx | None, list[ConfigError]]:
+    """One table as a PBX and every problem found in it. The PBX is None where the table cannot be read as
+    one; it comes with problems where only its name is wrong (its connection settings are still checked)."""
+    where = f"{_label(name)} in {quoted(str(path), 200)}"
+    problems: list[ConfigError] = []
+    if not re.match(PBX_NAME_PATTERN, name):
+        problems.append(
+            ConfigError(
+                f"The PBX name {quoted(name, 60)} in {quoted(str(path), 200)} is not usable: a name is 1 to 40 "
+                "letters, digits, '-', '_' or '.', starting with a letter or digit (tools take it as pbx)."
+            )
+        )
+    try:
+        table = PbxTable.model_validate(raw)
+    except ValidationError as exc:
+        return None, problems + [_table_problem(where, error) for error in exc.errors(include_input=False)]
     if table.sandbox:
         if stray := [key for key in _REACHING if getattr(table, key) is not None]:
-            raise ConfigError(
-                f"{where} says sandbox = true, so it is an embedded sandbox PBX, yet it also sets "
-                f"{', '.join(stray)}; remove those, or sandbox = true."
+            problems.append(
+                ConfigError(
+                    f"{where} says sandbox = true, so it is an embedded sandbox PBX, yet it also sets "
+                    f"{', '.join(stray)}; remove those, or sandbox = true."
+                )
             )
-        return NamedPbx(name, None, table.read_only)
-    if len(given) > 1:
-        raise ConfigError(f"{where} gives the API key {len(given)} ways ({', '.join(given)}); keep only one.")
-    secret = table.client_secret
-    if secret is not None:
-        _refuse_readable_by_others(path, where)
-    elif table.client_secret_env is not None:
-        secret = _from_environment(table.client_secret_env, where)
+        return (None if stray else NamedPbx(name, None, table.read_only)), problems
+    given = [key for key in _SECRET_WAYS if getattr(table, key) is not None]
+    secret = None
+    try:
+        if len(given) > 1:
+            raise ConfigError(
+                f"{where} gives the API key {len(given)} ways ({', '.join(given)}); keep only one."
+            )
+        if table.client_secret is not None:
+            _refuse_readable_by_others(path, mode, where)
+            secret = table.client_secret
+        elif table.client_secret_env is not None:
+            secret = _from_environment(table.client_secret_env, where)
+    except ConfigError as problem:
+        return None, [*problems, problem]
     folder = path.parent
     access = PbxAccess(
         url=table.url,
@@ -202,9 +272,20 @@ def _checked(path: Path, name: str, table: PbxTable) -> NamedPbx:
         client_secret_file=_beside(folder, table.client_secret_file),
         verify_tls=table.verify_tls,
         ca_bundle=_beside(folder, table.ca_bundle),
-        names=names,
+        names=SettingNames.table(_label(name)[len("[pbx.") : -1], path),  # a bad name quoted, as above
     )
-    return NamedPbx(name, access, table.read_only)
+    return NamedPbx(name, access, table.read_only), problems
+
+
+def _connection_problems(access: PbxAccess) -> list[ConfigError]:
+    """What the server would refuse in a table's connection settings, once the file's problems are fixed."""
+    try:
+        access.connection(_CHECK_TIMEOUT, _CHECK_IN_FLIGHT)
+    except SettingsIncomplete as exc:
+        return list(exc.problems)
+    except ConfigError as exc:
+        return [exc]
+    return []
 
 
 def _beside(folder: Path, value: str | None) -> Path | None:
@@ -220,24 +301,28 @@ def _from_environment(variable: str, where: str) -> SecretStr:
         )
     value = os.environ.get(variable, "").strip()
     if not value:
+        named = (
+            f"the environment variable {variable}"
+            if _SHOWN_ENV_NAME.match(variable) and len(variable) <= 64
+            else f"an environment variable ({len(variable)} characters, not shown in case it is the API key itself)"
+        )
         raise ConfigError(
-            f"client_secret_env of {where} names the environment variable {variable}, which is not set; set it "
-            "to the API key (in a client configuration, in its env block)."
+            f"client_secret_env of {where} names {named}, which is not set; set it to the API key (in a "
+            "client configuration, in its env block), and name that variable in client_secret_env."
         )
     return SecretStr(value)
 
 
-def _refuse_readable_by_others(path: Path, where: str) -> None:
+def _refuse_readable_by_others(path: Path, mode: int, where: str) -> None:
     """A key written in the file itself is allowed only while no one but its owner can read the file."""
     if sys.platform == "win32":  # permissions are ACLs there: this check cannot tell who may read it
         raise ConfigError(
             f"{where} holds the API key itself (client_secret), which is not allowed on Windows, where this "
             "server cannot check who may read the file: use client_secret_file or client_secret_env instead."
         )
-    mode = path.stat().st_mode
     if mode & 0o077:
         raise ConfigError(
             f"{where} holds the API key itself (client_secret), but other users may read the file (mode "
-            f"{stat.S_IMODE(mode):04o}): run chmod 600 {path}, or keep the key in client_secret_file or "
-            "client_secret_env instead."
+            f"{stat.S_IMODE(mode):04o}): run chmod 600 {quoted(str(path), 200)}, or keep the key in "
+            "client_secret_file or client_secret_env instead."
         )

@@ -89,6 +89,11 @@ class PbxRoster:
                 "Nothing was changed."
             )
         pbx = self._by_name.get(name)
+        if pbx is None and not self.names:  # the THREECX_* variables' one PBX: no name to list
+            raise InvalidArgument(
+                f"This server manages one PBX, named by the THREECX_* variables, and it has no name: leave "
+                f"{argument} out. Nothing was changed."
+            )
         if pbx is None:
             raise InvalidArgument(
                 f"There is no PBX named {quoted(name, 40)}; {argument} is one of {self.listed()} "
