@@ -252,6 +252,27 @@ def test_a_pbx_with_a_missing_setting_fails_its_own_section_and_stops_no_other(t
     assert refused.returncode == 2 and "client_id of [pbx.branch]" in refused.stderr
 
 
+def test_a_key_variable_unset_in_the_shell_stops_the_server_but_not_a_command_on_another_pbx(
+    tmp_path: Path,
+) -> None:
+    """A table's own problem (here its key's variable, which often lives only in a client's env block)
+    belongs to its PBX: `export --pbx lab` goes ahead, while the server, which serves every PBX, refuses
+    to start and names the variable."""
+    env = user_env(tmp_path)
+    (tmp_path / "config" / "config.toml").write_text(
+        '[pbx.lab]\nsandbox = true\n[pbx.branch]\nurl = "branch.example.com"\nclient_id = "c"\n'
+        'client_secret_env = "BRANCH_KEY"\n'
+    )
+    env.pop("BRANCH_KEY", None)
+    assert run_console("export", "--pbx", "lab", env=env, timeout=60).returncode == 0
+    served = run_console("--transport", "http", "--port", str(free_port()), env=env, timeout=60)
+    assert served.returncode == 2 and served.stdout == ""
+    assert "client_secret_env of [pbx.branch]" in served.stderr and "BRANCH_KEY, which is not set" in served.stderr
+    done = doctor(env)
+    assert done.code == 1 and named(done.sections["lab"], "blacklist")[0].startswith("PASS")
+    assert any("BRANCH_KEY" in line for line in done.sections["branch"])
+
+
 def test_doctor_sandbox_stands_in_for_every_pbx_of_the_file(real_pbxs: RealPbxs) -> None:
     done = doctor(real_pbxs.env, "--sandbox")
     assert done.code == 0 and list(done.sections) == ["hq", "branch"]

@@ -388,11 +388,6 @@ async def test_an_operation_is_listed_and_undone_only_on_its_own_pbx(pbxs: TwoPb
     assert sorted(pbxs.stored(HQ)) == SEEDED and pbxs.writes(BRANCH) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tools.with_pbx_choice gives restore's optional pbx the default PBX as its schema default, so "
-    "a restore without pbx is sent pbx=<default> and refused when its operation was made elsewhere",
-)
 async def test_restore_without_pbx_writes_to_the_operations_pbx_even_when_another_is_the_default(
     pbxs: TwoPbxs, mode: str
 ) -> None:
@@ -498,11 +493,6 @@ async def test_a_write_to_a_read_only_pbx_is_refused_before_anything_is_sent(
     assert pbxs.writes(BRANCH) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tools._ask_before_broad_pattern asks the user before the tool checks the PBX: a broad pattern "
-    "for a read-only PBX is asked about, then refused",
-)
 async def test_a_broad_pattern_for_a_read_only_pbx_is_not_asked_about(pbxs: TwoPbxs, mode: str) -> None:
     respond, asked = answering("accept")
     async with connected(pbxs.server(read_only=(BRANCH,)), mode, respond) as client:
@@ -551,11 +541,6 @@ async def test_an_add_question_names_its_pbx(pbxs: TwoPbxs, mode: str) -> None:
     assert 'PBX "branch"' in shown and '"+447700900502"' in shown
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tools._ask_before_deleting, _ask_before_removing and _ask_before_broad_pattern say 'the PBX', and "
-    "asking.as_plan's summary names none: with several PBXs the user cannot tell which one they agree to change",
-)
 @pytest.mark.parametrize(
     "what",
     [

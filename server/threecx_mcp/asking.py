@@ -84,6 +84,7 @@ class BulkWrite(Generic[_R]):
     pending: Callable[[_R], int]  # how many entries a result says would change
     leftover: Callable[[_R], str]  # what a plan leaves alone, in words
     declined: Callable[[], _R]
+    where: str = ""  # with several PBXs, which one a plan changes: ' on PBX "branch"'
 
 
 async def confirmed_bulk_write(
@@ -123,8 +124,8 @@ def as_plan(write: BulkWrite[_R], preview: _R, shows: object, plans: PlanBook, *
             "outcome": "dry_run" if asked_dry_run else "awaiting_confirmation",
             "plan_id": plan_id,
             "summary": (
-                f"Nothing was {write.done}. Plan: {write.verb} {count} entr{'y' if count == 1 else 'ies'} "
-                f"({write.leftover(preview)}). Show the user this plan and the caller IDs below; only if they "
+                f"Nothing was {write.done}. Plan: {write.verb} {count} entr{'y' if count == 1 else 'ies'}"
+                f"{write.where} ({write.leftover(preview)}). Show the user this plan and the caller IDs below; only if they "
                 f"agree, call {write.action} again with the same {write.argument}, without dry_run, and "
                 f"plan_id={plan_id} (valid {plans.lifetime_minutes} minutes, once)."
             ),

@@ -32,7 +32,7 @@ import re
 import stat
 import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -87,11 +87,14 @@ class _FileContent(BaseModel):
 
 @dataclass(frozen=True)
 class NamedPbx:
-    """One PBX of the file, checked: `access` is None for a sandbox."""
+    """One PBX of the file, checked: `access` is None for a sandbox, and for a table that cannot be used,
+    whose `problems` say why. Such a table stops a server (which serves every PBX) but not a command on
+    another PBX: a shell often lacks the variable a client's env block gives one PBX its key."""
 
     name: str
     access: PbxAccess | None
     read_only: bool
+    problems: tuple[ConfigError, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,11 +107,11 @@ class PbxFile:
 
 
 def read_pbx_file(path: Path) -> PbxFile:
-    """Read and check the file; raises a `SettingsIncomplete` naming every problem in it at once.
-
-    Every table is checked, whatever is wrong elsewhere in the file; and when the file is refused, the
-    connection settings of its other tables (url, client_id, the key's file) are checked too, since
-    the server would otherwise report them only once the first problems are fixed.
+    """Read and check the file. A problem of the file as a whole (not TOML, an unknown top-level key, a
+    default naming no table) raises a `SettingsIncomplete` naming every problem in it at once, those of
+    each table and their connection settings (url, client_id, the key's file) included. Otherwise each
+    table's own problems stay with its PBX (`NamedPbx.problems`): a server refuses to start on any of
+    them, naming them all, while a command on another PBX goes ahead.
     """
     shown = quoted(str(path), 200)
     try:
@@ -148,13 +151,19 @@ def read_pbx_file(path: Path) -> PbxFile:
                 f"default = {quoted(default, 40)} in {shown} names no [pbx.NAME] table; the PBXs are {names}."
             )
         )
-    if problems or any(found for _, _, found in checked):
-        for _, named, found in checked:
-            if named is not None and named.access is not None:
-                found += _connection_problems(named.access)
+    for _, named, found in checked:  # everything wrong with a table at once, its connection included
+        if (problems or found) and named is not None and named.access is not None:
+            found += _connection_problems(named.access)
+    if problems:  # the file as a whole cannot be used: say everything wrong in it at once
         problems = [problem for _, _, found in checked for problem in found] + problems
         raise SettingsIncomplete(_capped(problems, shown))
-    pbxs = tuple(named for _, named, _ in checked if named is not None)
+    pbxs = tuple(
+        NamedPbx(name, None, False, tuple(capped))
+        if named is None
+        else replace(named, problems=tuple(capped))
+        for name, named, found in checked
+        for capped in [_capped(found, shown)]
+    )
     return PbxFile(path, pbxs, default)
 
 

@@ -160,28 +160,37 @@ _BROAD = Annotated[
 
 
 async def _ask_before_broad_pattern(
-    caller_id: str | None, allow_broad_pattern: bool, ctx: Context
+    caller_id: str | None, allow_broad_pattern: bool, pbx: str | None, ctx: Context
 ) -> Elicit[Confirmation] | Unasked:
     """Ask before storing a pattern that blocks (nearly) everyone; only reached with allow_broad_pattern."""
     if caller_id is None or not allow_broad_pattern:
         return Unasked.NOT_NEEDED  # a broad pattern is refused outright by the operation
     try:
-        checked = check_caller_id(caller_id)
+        checked, target = check_caller_id(caller_id), _on(ctx, pbx, write=True)
     except ThreeCXMcpError:
-        return Unasked.NOT_NEEDED  # the operation refuses it with the reason
+        return Unasked.NOT_NEEDED  # the tool refuses the caller ID, or the PBX, with the reason
     if checked.broad_reason is None:
         return Unasked.NOT_NEEDED
     if not can_ask(ctx.client_capabilities):
         return Unasked.CANNOT_ASK
     return Elicit(
-        f"Blacklist the pattern {quoted(checked.value, 40)} on the PBX? {checked.broad_reason}",
+        f"Blacklist the pattern {quoted(checked.value, 40)} on {target.pbx.label}? {checked.broad_reason}",
         Confirmation,
     )
 
 
-_BROAD_WHY = (
-    "this pattern blocks (nearly) every caller and the user must agree. Show the user the caller ID and why."
-)
+def _broad_why(target: _Target) -> str:
+    """Why a broad pattern waits for the user, naming the PBX when there are several."""
+    where = "" if target.pbx.name is None else f" on {target.pbx.label}"
+    return (
+        f"this pattern blocks (nearly) every caller{where} and the user must agree. Show the user the caller "
+        "ID and why."
+    )
+
+
+def _where(target: _Target) -> str:
+    """Which PBX a plan changes, when there are several to choose from ("" when there is one)."""
+    return "" if target.pbx.name is None else f" on {target.pbx.label}"
 
 
 @_tool("Add blacklist entry", read_only=False)
@@ -203,7 +212,7 @@ async def add_blacklist_number(
     """
     target = _on(ctx, pbx, write=True)
     request = [target.pbx.key, str(caller_id), description]
-    confirm_one_write(ctx, asked, "add_blacklist_number", request, plan_id, _BROAD_WHY)
+    confirm_one_write(ctx, asked, "add_blacklist_number", request, plan_id, _broad_why(target))
     return tool_result(
         await entries.add_entry(
             target.client, str(caller_id), description, allow_broad_pattern=allow_broad_pattern
@@ -266,6 +275,7 @@ def _bulk_add_write(
         # Plans may be shared by servers of other PBXs: each is bound to its PBX.
         request={**request, "entries": bulk_add.plan_request(parsed, allow_broad_pattern)},
         argument=argument,
+        where=_where(target),
         verb="add",
         done="added",
         run=run,
@@ -316,7 +326,12 @@ async def add_blacklist_numbers(
     parsed = parse_entries(entries)
     target = _on(ctx, pbx, write=True)
     write = _bulk_add_write(
-        target, parsed, allow_broad_pattern, action=_ADD, argument="entries", request={"pbx": target.pbx.key}
+        target,
+        parsed,
+        allow_broad_pattern,
+        action=_ADD,
+        argument="entries" if target.pbx.name is None else "entries and pbx",
+        request={"pbx": target.pbx.key},
     )
     return tool_result(await confirmed_bulk_write(ctx, asked, write, dry_run=dry_run, plan_id=plan_id))
 
@@ -414,7 +429,7 @@ async def update_blacklist_number(
     """
     target = _on(ctx, pbx, write=True)
     request = [target.pbx.key, str(id), caller_id, description]
-    confirm_one_write(ctx, asked, "update_blacklist_number", request, plan_id, _BROAD_WHY)
+    confirm_one_write(ctx, asked, "update_blacklist_number", request, plan_id, _broad_why(target))
     return tool_result(
         await entries.update_entry(
             target.client,
@@ -443,7 +458,7 @@ async def _ask_before_deleting(
         count = len(existing)
         caller_ids = [existing[i].caller_id for i in ids if i in existing]
         text = (
-            f"Delete {count} blacklist entr{'y' if count == 1 else 'ies'} from the PBX? "
+            f"Delete {count} blacklist entr{'y' if count == 1 else 'ies'} from {target.pbx.label}? "
             f"Those callers will no longer be blocked. The caller IDs (as stored, in quotes): "
             f"{caller_id_list(caller_ids, count)}."
         )
@@ -490,7 +505,8 @@ async def bulk_delete_blacklist_numbers(
             "pbx": target.pbx.key,
             "ids": sorted(id_list),
         },  # plans may be shared by servers of other PBXs
-        argument="ids",
+        argument="ids" if target.pbx.name is None else "ids and pbx",
+        where=_where(target),
         verb="delete",
         done="deleted",
         run=run,
@@ -529,7 +545,7 @@ async def _ask_before_removing(
         return Unasked.CANNOT_ASK
     count = len(removed)
     return Elicit(
-        f"Remove {count} blacklist entr{'y' if count == 1 else 'ies'} from the PBX to undo this? Those "
+        f"Remove {count} blacklist entr{'y' if count == 1 else 'ies'} from {target.pbx.label} to undo this? Those "
         f"callers will no longer be blocked. The caller IDs (as stored, in quotes): "
         f"{caller_id_list(removed, count)}.",
         Confirmation,
@@ -579,8 +595,8 @@ async def restore_blacklist_numbers(
         "restore_blacklist_numbers",
         request,
         plan_id,
-        "this restore removes entries from the blacklist (it undoes adding them), so those callers "
-        "would no longer be blocked, and the user must agree. Show the user which entries.",
+        f"this restore removes entries from the blacklist{_where(target)} (it undoes adding them), so those "
+        "callers would no longer be blocked, and the user must agree. Show the user which entries.",
     )
     result = await restore.restore(
         target.client,
@@ -713,10 +729,10 @@ def with_pbx_choice(
         elif is_tool:
             choice: Any = Literal[tuple(pbxs.names)]
             default: object = Parameter.empty
-            if parameter.name == "pbx" and pbxs.default is not None:
-                default = pbxs.default
-            elif parameter.name == "pbx" and optional:
+            if parameter.name == "pbx" and optional:  # a restore goes where its operation was made
                 choice, default = choice | None, None
+            elif parameter.name == "pbx" and pbxs.default is not None:
+                default = pbxs.default
             said = "" if default is Parameter.empty or default is None else f" Default: {default}."
             described = Field(description=f"{_PBX_DESCRIPTIONS[parameter.name]}{said}")
             chosen.append(

@@ -188,6 +188,8 @@ def unusable_settings(settings: Settings) -> tuple[ConfigError, ...]:
 
 def _named_setting(named: NamedPbx, settings: Settings) -> PbxSetting:
     read_only = named.read_only or settings.read_only
+    if named.problems:
+        raise SettingsIncomplete(list(named.problems))
     if named.access is None or settings.sandbox:
         return PbxSetting(named.name, f"{SANDBOX_PBX_KEY}/{named.name}", None, read_only)
     connection = named.access.connection(settings.timeout, settings.max_in_flight)
