@@ -267,7 +267,10 @@ def test_a_key_variable_unset_in_the_shell_stops_the_server_but_not_a_command_on
     assert run_console("export", "--pbx", "lab", env=env, timeout=60).returncode == 0
     served = run_console("--transport", "http", "--port", str(free_port()), env=env, timeout=60)
     assert served.returncode == 2 and served.stdout == ""
-    assert "client_secret_env of [pbx.branch]" in served.stderr and "BRANCH_KEY, which is not set" in served.stderr
+    assert (
+        "client_secret_env of [pbx.branch]" in served.stderr
+        and "BRANCH_KEY, which is not set" in served.stderr
+    )
     done = doctor(env)
     assert done.code == 1 and named(done.sections["lab"], "blacklist")[0].startswith("PASS")
     assert any("BRANCH_KEY" in line for line in done.sections["branch"])

@@ -788,3 +788,24 @@ async def test_an_interrupted_copy_is_accounted_for_per_entry_and_undone_exactly
     assert undone["counts"] == {"removed": 3, "nothing_to_undo": 3}
     assert sorted(pbxs.stored(BRANCH)) == SEEDED  # exactly what the copy added is gone, nothing else
     assert sorted(pbxs.stored(HQ)) == sorted(SEEDED + sources) and pbxs.writes(HQ) == []
+
+
+# -- errors say which PBX ---------------------------------------------------------------------------
+
+
+async def test_an_error_names_its_pbx_and_the_keys_of_its_table(pbxs: TwoPbxs, mode: str) -> None:
+    """With several PBXs a failure says which PBX failed, and its advice names that PBX's [pbx.NAME] keys,
+    not the THREECX_* variables of the one-PBX setup; the other PBX is unaffected."""
+    pbxs.sandbox[BRANCH].inject(Fault(status=401, times=50, path="/connect/token"))
+    async with connected(pbxs.server(), mode) as client:
+        said = await refused(client, "list_blacklist_numbers", pbx=BRANCH)
+        assert (await ok(client, "list_blacklist_numbers", pbx=HQ))["total"] == len(SEED_ENTRIES)
+    assert said.startswith('PBX "branch": ')
+    assert "of [pbx.branch]" in said and "THREECX_" not in said
+
+
+async def test_with_one_pbx_errors_keep_their_words(pbxs: TwoPbxs, mode: str) -> None:
+    pbxs.sandbox[HQ].inject(Fault(status=401, times=50, path="/connect/token"))
+    async with connected(pbxs.server(names=(HQ,)), mode) as client:
+        said = await refused(client, "list_blacklist_numbers")
+    assert not said.startswith("PBX ") and "THREECX_CLIENT_ID" in said

@@ -38,7 +38,6 @@ from .wiring import (
     plans_for,
     roster_for,
     unnamed_pbx,
-    unusable_settings,
 )
 
 logger = logging.getLogger(__name__)
@@ -352,7 +351,7 @@ def _doctor_pbxs(
     file's, each naming its table and key, and every PBX's), the journal once, then a section per PBX
     headed by its name, each with the network, token and blacklist checks; a sandbox PBX is served on a
     loopback port for them, as `doctor --sandbox` serves its one. Exit code 0 only if every PBX passes."""
-    problems = [*unusable_settings(settings), *([refused] if refused else [])]
+    problems = [*settings.unusable, *([refused] if refused else [])]
     configured = None
     if refused is None:
         try:

@@ -471,6 +471,12 @@ class Settings(BaseModel):
         return settings
 
     @property
+    def unusable(self) -> tuple[ConfigError, ...]:
+        """What `load(collect_problems=True)` set aside as unusable (THREECX_TIMEOUT=abc, an unreadable .env):
+        `connection()` reports it for the one PBX of the THREECX_* variables, doctor beside a config file's."""
+        return self._unusable
+
+    @property
     def sources(self) -> SettingSources:
         """Where each setting came from (empty for settings not made by `load`)."""
         return self._sources

@@ -181,10 +181,9 @@ async def _ask_before_broad_pattern(
 
 def _broad_why(target: _Target) -> str:
     """Why a broad pattern waits for the user, naming the PBX when there are several."""
-    where = "" if target.pbx.name is None else f" on {target.pbx.label}"
     return (
-        f"this pattern blocks (nearly) every caller{where} and the user must agree. Show the user the caller "
-        "ID and why."
+        f"this pattern blocks (nearly) every caller{_where(target)} and the user must agree. Show the user "
+        "the caller ID and why."
     )
 
 

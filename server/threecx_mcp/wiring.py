@@ -179,13 +179,6 @@ def sandbox_names(count: int) -> list[str]:
     return [f"sandbox-{number}" for number in range(1, count + 1)]
 
 
-def unusable_settings(settings: Settings) -> tuple[ConfigError, ...]:
-    """What `Settings.load(collect_problems=True)` set aside as unusable (THREECX_TIMEOUT=abc, an unreadable
-    .env): `Settings.connection()` reports it for the one PBX of the THREECX_* variables; doctor reports it
-    beside a config file's PBXs, which never call that."""
-    return settings._unusable
-
-
 def _named_setting(named: NamedPbx, settings: Settings) -> PbxSetting:
     read_only = named.read_only or settings.read_only
     if named.problems:
