@@ -804,8 +804,11 @@ async def test_an_error_names_its_pbx_and_the_keys_of_its_table(pbxs: TwoPbxs, m
     assert "of [pbx.branch]" in said and "THREECX_" not in said
 
 
-async def test_with_one_pbx_errors_keep_their_words(pbxs: TwoPbxs, mode: str) -> None:
+async def test_the_one_pbx_of_the_variables_keeps_its_words(pbxs: TwoPbxs, mode: str) -> None:
+    """The THREECX_* setup's one unnamed PBX: its errors name the variables, and no PBX."""
     pbxs.sandbox[HQ].inject(Fault(status=401, times=50, path="/connect/token"))
-    async with connected(pbxs.server(names=(HQ,)), mode) as client:
+    (named,) = pbxs.roster(names=(HQ,)).pbxs
+    unnamed = PbxRoster.single(named.make_client, named.journal)
+    async with connected(build_server(unnamed, plans=PlanBook()), mode) as client:
         said = await refused(client, "list_blacklist_numbers")
     assert not said.startswith("PBX ") and "THREECX_CLIENT_ID" in said

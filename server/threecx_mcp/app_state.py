@@ -10,6 +10,7 @@ from mcp.server.mcpserver import Context
 
 from .client import XapiClient
 from .confirmation import PlanBook
+from .operations.concurrency import share_limit
 from .pbxs import Pbx, PbxRoster
 
 
@@ -30,7 +31,12 @@ class AppState:
         client = self.clients.get(pbx.name)
         if client is None:
             client = self.clients[pbx.name] = pbx.make_client()
-            client.pbx_name = pbx.name if self.pbxs.several else None
+            client.pbx_name = pbx.name  # its errors name it (None: the one PBX of the THREECX_* variables)
+            for other in self.pbxs.pbxs:  # two names for one PBX: one write limit for both
+                made = self.clients.get(other.name)
+                if other.key == pbx.key and made is not None and made is not client:
+                    share_limit(client, made)
+                    break
         return client
 
     async def close(self) -> None:

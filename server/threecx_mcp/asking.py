@@ -66,8 +66,14 @@ async def ask_before_bulk_write(
     shown = state_of(ctx).shown
     while len(shown) >= MAX_PENDING_QUESTIONS:  # questions whose call never came back
         shown.pop(next(iter(shown)))
-    shown[ctx.request_id] = shows
+    shown[_question_key(ctx)] = shows
     return Unasked.NOT_NEEDED if text is None else Elicit(text, Confirmation)
+
+
+def _question_key(ctx: Context) -> tuple[int, str]:
+    """Which call a question belongs to: request ids are chosen by each client, so two sessions may use
+    the same one at once; the session they came on tells them apart."""
+    return id(ctx.session), ctx.request_id
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ async def confirmed_bulk_write(
 ) -> _R:
     """Run the write only as the user agreed: by elicitation, or by applying the plan they were shown."""
     state = state_of(ctx)
-    plans, seen = state.plans, state.shown.pop(ctx.request_id, None)
+    plans, seen = state.plans, state.shown.pop(_question_key(ctx), None)
     unasked = getattr(asked, "data", None)
     if unasked is Unasked.CANNOT_ASK:  # never for a dry run: that needs no confirmation
         if plan_id is not None:

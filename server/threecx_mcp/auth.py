@@ -159,7 +159,7 @@ class ClientCredentialsAuth(httpx2.Auth):
                 self._outcomes += 1
             self._failure = None
             self._token = stored.token
-            remember_token(stored.token)
+            remember_token(stored.token, self)
             self._expires_at = time.monotonic() + (stored.expires_at - time.time())
             return stored.token
 

@@ -23,7 +23,7 @@ from .doctor import Finding, check_journal, check_pbx, run_checks, sandbox_mode,
 from .errors import ConfigError
 from .http_transport import bind, http_app, serve_http
 from .journal import Journal
-from .pbxs import PbxRoster
+from .pbxs import PbxRoster, listed
 from .probe import run_probe
 from .sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 from .server import build_server
@@ -314,6 +314,12 @@ def _doctor(checked: Settings, factory: Callable[[], XapiClient], settings: Sett
         print("Some checks failed; fix each FAIL above and run doctor again.")
     if not ok or not probe:
         return 0 if ok else 1
+    if settings.read_only:
+        print(
+            "threecx-mcp doctor: THREECX_READ_ONLY is set, so the probe, which writes a marker entry, was not run.",
+            file=sys.stderr,
+        )
+        return 2
     print("Probing the PBX with one marker entry (removed at the end):")
     return probe_pbx(factory, journal_for(settings))
 
@@ -401,6 +407,13 @@ def _doctor_pbxs(
             return 0 if ok else 1
         (section,) = sections
         assert section.setting is not None and section.factory is not None
+        if section.setting.read_only:
+            print(
+                f"threecx-mcp doctor: PBX {quoted(section.name, 40)} is configured read-only, so the probe, "
+                "which writes a marker entry, was not run.",
+                file=sys.stderr,
+            )
+            return 2
         print(f"Probing PBX {quoted(section.name, 40)} with one marker entry (removed at the end):")
         journal_view = Journal(
             settings.journal_path(), section.setting.key, retention_days=settings.journal_retention_days
@@ -415,7 +428,7 @@ def _config_read(settings: Settings, configured: Configured | None) -> Finding:
             "config",
             "INFO",
             f"--sandboxes made {len(configured.names)} embedded sandbox PBXs: "
-            f"{_all_of(configured.names)}; no config file is read beside them",
+            f"{listed(configured.names, 'and')}; no config file is read beside them",
         )
     try:
         path = settings.pbx_file_path()
@@ -431,7 +444,7 @@ def _config_read(settings: Settings, configured: Configured | None) -> Finding:
     return Finding(
         "config",
         "INFO",
-        f"read {path}: {count} PBX{'s' if count != 1 else ''}, {_all_of(configured.names)}{default}",
+        f"read {path}: {count} PBX{'s' if count != 1 else ''}, {listed(configured.names, 'and')}{default}",
     )
 
 
@@ -517,7 +530,7 @@ def _verdict(ok: bool, sections: Sequence[_Section], shared_failed: bool) -> str
     if not ok:
         failed = [section.name for section in sections if not section.ok]
         on = (
-            f" on {'PBX' if len(failed) == 1 else 'PBXs'} {_all_of(failed)}"
+            f" on {'PBX' if len(failed) == 1 else 'PBXs'} {listed(failed, 'and')}"
             if failed and not shared_failed
             else ""
         )
@@ -527,20 +540,14 @@ def _verdict(ok: bool, sections: Sequence[_Section], shared_failed: bool) -> str
         return "All checks passed."
     if len(sandboxes) == len(sections):
         return (
-            f"All checks passed on the sandbox {'PBX' if len(names) == 1 else 'PBXs'} {_all_of(names)}; "
+            f"All checks passed on the sandbox {'PBX' if len(names) == 1 else 'PBXs'} {listed(names, 'and')}; "
             "no real PBX was checked."
         )
-    passed = f"All checks passed on {'PBX' if len(names) == 1 else 'PBXs'} {_all_of(names)}"
+    passed = f"All checks passed on {'PBX' if len(names) == 1 else 'PBXs'} {listed(names, 'and')}"
     if sandboxes:
         are = "is an embedded sandbox" if len(sandboxes) == 1 else "are embedded sandboxes"
-        return f"{passed} ({_all_of(sandboxes)} {are}, not a real PBX)."
+        return f"{passed} ({listed(sandboxes, 'and')} {are}, not a real PBX)."
     return f"{passed}."
-
-
-def _all_of(names: Sequence[str]) -> str:
-    """ "a", "b" and "c"."""
-    shown = [quoted(name, 40) for name in names]
-    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
 
 
 def probe_pbx(factory: Callable[[], XapiClient], journal: Journal) -> int:

@@ -8,16 +8,18 @@ PBX's page cap, nextLinks and `$filter` limits are unknown and must not change a
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -44,6 +46,8 @@ from .http_errors import (
     unexpected_body,
 )
 from .token_store import TokenFile
+
+_C = TypeVar("_C")
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +165,30 @@ class RetryPolicy:
         return None if elapsed + delay > self.max_total else delay
 
 
+def _naming_its_pbx(cls: type[_C]) -> type[_C]:
+    """Every public coroutine of the client names its PBX in the `PbxError` it raises (`pbx_name`, when the
+    server manages several): one place for every error, whether an HTTP answer, a body that is not what the
+    contract says, or a scan that cannot be trusted."""
+    for name, method in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(method):
+            setattr(cls, name, _naming(method))
+    return cls
+
+
+def _naming(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def call(self: XapiClient, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except PbxError as exc:
+            if exc.pbx_name is None:
+                exc.pbx_name = self.pbx_name
+            raise
+
+    return call
+
+
+@_naming_its_pbx
 class XapiClient:
     """Async XAPI client over one pooled `httpx2.AsyncClient`; use as an async context manager.
 
@@ -558,7 +586,6 @@ class XapiClient:
             retry_after = error.retry_after if isinstance(error, RateLimited) else None
             delay = self.retry.pause(attempt, retry_after, time.monotonic() - started)
             if not retryable or delay is None:
-                error.pbx_name = self.pbx_name
                 raise error
             what = path.split("(")[0]  # the entity set, never a key
             log.warning(

@@ -17,6 +17,7 @@ import io
 import ipaddress
 import logging
 import os
+import re
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -247,9 +248,25 @@ class PbxEndpoint:
             if ipaddress.ip_address(host).version == 6:
                 host = f"[{host}]"
         except ValueError:
-            pass
+            if not _is_host_name(host):
+                raise ConfigError(
+                    f"{setting} {quoted(raw.strip(), 80)} names the host {quoted(host, 80)}, which has characters "
+                    f"no host name has. {example}"
+                ) from None
         netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
         return cls(f"{scheme}://{netloc}")
+
+
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
+
+
+def _is_host_name(host: str) -> bool:
+    """Letters, digits, '-' and '_' in dot-separated labels, an internationalised name once IDNA-encoded."""
+    try:
+        encoded = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return _HOST_NAME.fullmatch(encoded) is not None
 
 
 def _not_valid(variable: str, where: str, said: str) -> ConfigError:

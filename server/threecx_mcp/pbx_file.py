@@ -137,7 +137,7 @@ def read_pbx_file(path: Path) -> PbxFile:
         problems += [_file_problem(shown, error) for error in exc.errors(include_input=False)]
         content = None
     tables = data.get("pbx")
-    if not isinstance(tables, dict) or not 1 <= len(tables) <= MAX_PBXS:
+    if not isinstance(tables, dict):
         tables = {}  # the problem is reported above
     checked: list[tuple[str, NamedPbx | None, list[ConfigError]]] = []
     for name, table in tables.items():
@@ -215,6 +215,11 @@ def _file_problem(shown: str, error: Any) -> ConfigError:
         )
     if location == ["pbx"] and kind == "missing":
         return ConfigError(f"{shown} names no PBX: add a [pbx.NAME] table for each (see README.md).")
+    if location == ["pbx"] and kind == "too_long":
+        return ConfigError(
+            f"{shown} names more than {MAX_PBXS} PBXs, more than one server manages: split them between config "
+            "files (THREECX_CONFIG names one) and run a server for each."
+        )
     if location == ["pbx"] and kind == "dict_type":
         return ConfigError(f"pbx in {shown} must be tables, one [pbx.NAME] for each PBX (see README.md).")
     return ConfigError(f"{'.'.join(location)} in {shown} is not valid: {_said(error)}.")

@@ -18,6 +18,12 @@ from .errors import InvalidArgument
 from .journal import Journal
 
 
+def listed(names: Sequence[str], conjunction: str = "or") -> str:
+    """PBX names as a message gives them, quoted: "a", "b" or "c" (or `conjunction` "and")."""
+    shown = [quoted(name, 40) for name in names]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + f" {conjunction} " + shown[-1]
+
+
 @dataclass(frozen=True)
 class Pbx:
     """One PBX the server manages: its name (None for the one unnamed PBX), where it is (its origin, or
@@ -38,6 +44,16 @@ class Pbx:
     def label(self) -> str:
         """How a message names it: "PBX 'branch'", or "the PBX" when there is only one."""
         return "the PBX" if self.name is None else f"PBX {quoted(self.name, 40)}"
+
+    def writable(self) -> Pbx:
+        """This PBX, unless it is configured read-only: then a write (a tool's, or import's and the probe's on
+        the command line) is refused before anything is sent."""
+        if self.read_only:
+            raise InvalidArgument(
+                f"{self.label[:1].upper()}{self.label[1:]} is configured read-only (read_only = true in the "
+                "config file, or THREECX_READ_ONLY), so this server makes no change there. Nothing was changed."
+            )
+        return self
 
 
 class PbxRoster:
@@ -74,8 +90,7 @@ class PbxRoster:
 
     def listed(self) -> str:
         """The names as a message offers them: "a", "b" or "c"."""
-        shown = [quoted(name, 40) for name in self.names]
-        return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
+        return listed(self.names)
 
     def pick(self, name: str | None, *, argument: str = "pbx") -> Pbx:
         """The PBX a call names, or the default; a missing or unknown name is refused, listing the names."""
@@ -103,12 +118,7 @@ class PbxRoster:
 
     def writable(self, pbx: Pbx) -> Pbx:
         """`pbx`, unless it is configured read-only: then the write is refused before anything is sent."""
-        if pbx.read_only:
-            raise InvalidArgument(
-                f"{pbx.label[:1].upper()}{pbx.label[1:]} is configured read-only (read_only = true in the "
-                "config file, or THREECX_READ_ONLY), so this server makes no change there. Nothing was changed."
-            )
-        return pbx
+        return pbx.writable()
 
     async def owner_of(self, operation_id: str, named: str | None = None) -> Pbx:
         """The PBX a journaled operation was made on, which restore must write to (the PBX's journal holds

@@ -69,7 +69,9 @@ def _pbx_list(result: PbxListResult) -> str:
         flags = ", ".join(flag for flag, on in (("default", pbx.default), ("read-only", pbx.read_only)) if on)
         count = "" if pbx.entries is None else f", {pbx.entries} entries"
         state = f"answers{count}" if pbx.answers else f"does not answer: {pbx.problem}"
-        lines.append(f"{quoted(pbx.name, 40)} at {pbx.url}{f' ({flags})' if flags else ''}: {state}")
+        lines.append(
+            f"{quoted(pbx.name, 40)} at {quoted(pbx.url, 200)}{f' ({flags})' if flags else ''}: {state}"
+        )
     return "\n".join(lines)
 
 

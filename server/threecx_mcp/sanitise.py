@@ -25,6 +25,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Iterator
 from urllib.parse import quote, quote_plus
+from weakref import WeakKeyDictionary
 
 REDACTED = "[redacted]"
 PBX_TEXT_LIMIT = 300  # characters of one PBX message a person is shown
@@ -76,6 +77,7 @@ _PATTERNS = (
 _lock = threading.Lock()
 _keys: dict[str, None] = {}  # API keys, for the life of the process (a handful)
 _tokens: deque[str] = deque(maxlen=_KEPT_TOKENS)
+_held: WeakKeyDictionary[object, str] = WeakKeyDictionary()  # each login's live token, while it lives
 _known: re.Pattern[str] | None = None  # every remembered value in every encoding, rebuilt on change
 
 
@@ -88,23 +90,30 @@ def remember_secret(value: str) -> None:
             _known = None
 
 
-def remember_token(value: str) -> None:
-    """Redact a minted access token from all text shown from now on (the latest few are kept):
-    an opaque token is not JWT-shaped, and a PBX echoing headers back would show it."""
+def remember_token(value: str, holder: object | None = None) -> None:
+    """Redact a minted access token from all text shown from now on: an opaque token is not JWT-shaped,
+    and a PBX echoing headers back would show it. The latest few are kept, and whatever `holder` (each
+    PBX's login) holds now, however many PBXs a server manages."""
     global _known
-    if len(value) >= _MIN_SECRET_LENGTH and value not in _tokens:
-        with _lock:
+    if len(value) < _MIN_SECRET_LENGTH or (
+        value in _tokens and (holder is None or _held.get(holder) == value)
+    ):
+        return
+    with _lock:
+        if value not in _tokens:
             _tokens.append(value)
-            _known = None
+        if holder is not None:
+            _held[holder] = value
+        _known = None
 
 
 def _known_secrets() -> re.Pattern[str] | None:
     global _known
     with _lock:
-        if _known is None and (_keys or _tokens):
+        if _known is None and (_keys or _tokens or _held):
             variants = {
                 form
-                for value in (*_keys, *_tokens)
+                for value in (*_keys, *_tokens, *_held.values())
                 for form in (
                     value,
                     quote(value, safe=""),

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from inspect import Parameter
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from mcp.server.mcpserver import (
     Context,
@@ -18,7 +19,7 @@ from mcp.server.mcpserver import (
 )
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import CallToolResult, ToolAnnotations
-from pydantic import Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
 
 from .app_state import AppState, state_of
@@ -697,9 +698,23 @@ async def blacklist_csv_resource(ctx: Context, pbx: str | None = None, start: st
     # A template with an optional variable rather than a static resource: only templates get the Context
     # (and with it the PBX client), and `start` is what a blacklist too large for one read needs anyway.
     try:
+        _each_once(ctx)
         return await export.csv_resource(_on(ctx, pbx).client, start)
     except ThreeCXMcpError as exc:  # the reader gets our sentence, not the SDK's generic one
         raise ResourceError(exc.user_message()) from None
+
+
+def _each_once(ctx: Context) -> None:
+    """Refuse a resource URI giving a variable twice (`?pbx=a&pbx=b`): the template match would keep one of
+    them without a word, and the reader would get another PBX's data than they think."""
+    uri = str((ctx.request_context.params or {}).get("uri", ""))
+    repeated = sorted(name for name, values in parse_qs(urlsplit(uri).query).items() if len(values) > 1)
+    if repeated:
+        names = state_of(ctx).pbxs
+        raise InvalidArgument(
+            f"{', '.join(quoted(name, 20) for name in repeated[:5])} is given more than once; give each once"
+            + (f" (pbx is one of {names.listed()})." if "pbx" in repeated else ".")
+        )
 
 
 PBX_ARGUMENTS = ("pbx", "from_pbx", "to_pbx")
@@ -731,9 +746,13 @@ def with_pbx_choice(
             if parameter.name == "pbx" and optional:  # a restore goes where its operation was made
                 choice, default = choice | None, None
             elif parameter.name == "pbx" and pbxs.default is not None:
-                default = pbxs.default
+                # null too: clients with strict schemas send it for every optional argument left unset
+                choice, default = choice | None, pbxs.default
             said = "" if default is Parameter.empty or default is None else f" Default: {default}."
             described = Field(description=f"{_PBX_DESCRIPTIONS[parameter.name]}{said}")
+            # Offered as the names alone (null is taken where the argument may be left out, not offered).
+            offered = WithJsonSchema({"type": "string", "enum": pbxs.names})
+            choice = Annotated[choice, BeforeValidator(_number_as_name), offered]
             chosen.append(
                 parameter.replace(
                     kind=Parameter.KEYWORD_ONLY, annotation=Annotated[choice, described], default=default
@@ -748,6 +767,11 @@ def with_pbx_choice(
 
     routed.__signature__ = signature.replace(parameters=[*kept, *chosen])  # type: ignore[attr-defined]
     return routed
+
+
+def _number_as_name(value: object) -> object:
+    """A PBX named "2" sent as the number 2 is that PBX, as an id sent as a number is that id."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 _PBX_DESCRIPTIONS = {

@@ -65,8 +65,10 @@ def main(argv: Sequence[str]) -> int:
         if notice := settings.sandbox_notice():
             print(f"{prog}: {notice}", file=sys.stderr)
         pbx = pbx_for(settings, args.pbx)
+        if args.command == "import":
+            pbx.writable()
         factory, journal = pbx.make_client, pbx.journal
-    except ConfigError as exc:
+    except (ConfigError, InvalidArgument) as exc:
         for problem in exc.problems if isinstance(exc, SettingsIncomplete) else (exc,):  # a line each
             print(f"{prog}: {problem.user_message()}", file=sys.stderr)
         return EXIT_USAGE

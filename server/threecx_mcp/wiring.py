@@ -10,7 +10,7 @@ embedded sandbox in for every PBX, keeping the config file's names, so a setup c
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from .display import quoted
 from .errors import ConfigError
 from .journal import Journal
 from .pbx_file import NamedPbx, PbxFile, read_pbx_file
-from .pbxs import Pbx, PbxRoster
+from .pbxs import Pbx, PbxRoster, listed
 from .sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Sandbox
 from .token_store import TokenFile
 
@@ -135,12 +135,6 @@ def unnamed_pbx(name: str, option: str = "--pbx") -> ConfigError:
         f"{option} {quoted(name, 40)} names a PBX, but no PBX has a name here: the THREECX_* settings "
         f"configure one PBX (a config file or --sandboxes names several). Run without {option}."
     )
-
-
-def listed(names: Sequence[str]) -> str:
-    """Names as a message offers them: "a", "b" or "c"."""
-    shown = [quoted(name, 40) for name in names]
-    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
 
 
 def pbx_settings(settings: Settings, *, collect_problems: bool = False) -> Configured:

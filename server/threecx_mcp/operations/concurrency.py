@@ -149,6 +149,12 @@ class AdaptiveLimiter:
         self._changed = anyio.Event()
 
 
+def share_limit(client: XapiClient, other: XapiClient) -> None:
+    """Let `client` write under `other`'s limiter: two clients of one PBX (two names in the config file for
+    one URL) must not push it twice as hard."""
+    _LIMITERS[client] = limiter_for(other)
+
+
 def limiter_for(client: XapiClient) -> AdaptiveLimiter:
     """The one limiter of this client's PBX (`client.max_in_flight` places), made when first needed."""
     limiter = _LIMITERS.get(client)
