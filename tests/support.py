@@ -8,9 +8,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+from mcp import Client
+from mcp.server.mcpserver import MCPServer
 from pydantic import SecretStr
 from threecx_mcp.client import RetryPolicy, XapiClient
 from threecx_mcp.config import PbxEndpoint
@@ -152,3 +156,31 @@ def run_console(
         **({"stdin": subprocess.DEVNULL} | popen),  # type: ignore[arg-type]
     )
     return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+@asynccontextmanager
+async def connected(server: MCPServer[Any], mode: str, elicitation: Any = None) -> AsyncIterator[Client]:
+    """An MCP client on `server` in one protocol version ("auto": 2026-07-28, "legacy": 2025-11-25)."""
+    async with Client(server, mode=mode, elicitation_callback=elicitation) as client:
+        yield client
+
+
+def text_of(result: Any) -> str:
+    return str(result.content[0].text)
+
+
+async def ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    """A call as a client without elicitation makes it once the user agreed to its plan, if it has one."""
+    result = await call_confirmed(client, tool, arguments)
+    assert not result.is_error, text_of(result)
+    content: dict[str, Any] | None = result.structured_content
+    assert content is not None
+    return content
+
+
+def assert_no_token_logged(logged: str, sandboxes: Any) -> None:
+    """No bearer token any of these sandboxes received appears in `logged`."""
+    for sandbox in sandboxes:
+        for request in sandbox.requests:
+            token = request.headers.get("authorization", "").removeprefix("Bearer ")
+            assert not token or token not in logged, "a PBX token reached the logs"

@@ -14,8 +14,8 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack, asynccontextmanager
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Fault,
 from threecx_mcp.server import BlacklistServer, build_server
 from threecx_mcp.wiring import pbx_settings, plans_for, roster_for
 
-from .support import FAST_RETRY, answering, call_confirmed, console_script
+from .support import FAST_RETRY, answering, assert_no_token_logged, connected, console_script, ok, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -158,33 +158,12 @@ def no_token_or_key_is_logged(
     yield
     logged = "\n".join(r.getMessage() for r in caplog.get_records("call") + caplog.get_records("setup"))
     assert AUDIT_KEY not in logged
-    for sandbox, _ in loopbacks.values():
-        for request in sandbox.requests:
-            token = request.headers.get("authorization", "").removeprefix("Bearer ")
-            assert not token or token not in logged, "a PBX token reached the logs"
+    assert_no_token_logged(logged, [sandbox for sandbox, _ in loopbacks.values()])
 
 
 @pytest.fixture(params=["auto", "legacy"])
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@asynccontextmanager
-async def connected(server: BlacklistServer, mode: str, elicitation: Any = None) -> AsyncIterator[Client]:
-    async with Client(server, mode=mode, elicitation_callback=elicitation) as client:
-        yield client
-
-
-def text_of(result: Any) -> str:
-    return str(result.content[0].text)
-
-
-async def ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await call_confirmed(client, tool, arguments)
-    assert not result.is_error, text_of(result)
-    content: dict[str, Any] | None = result.structured_content
-    assert content is not None
-    return content
 
 
 async def resource_text(client: Client, uri: str) -> str:

@@ -11,8 +11,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +39,16 @@ from threecx_mcp.sandbox import (
 from threecx_mcp.server import BlacklistServer, build_server
 from threecx_mcp.wiring import plans_for, roster_for
 
-from .support import FAST_RETRY, REPO, answering, call_confirmed
+from .support import (
+    FAST_RETRY,
+    REPO,
+    answering,
+    assert_no_token_logged,
+    call_confirmed,
+    connected,
+    ok,
+    text_of,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -162,34 +170,13 @@ def no_token_of_either_pbx_is_logged(
     caplog.set_level("DEBUG")
     yield
     logged = "\n".join(r.getMessage() for r in caplog.get_records("call") + caplog.get_records("setup"))
-    for sandbox, _ in loopbacks.values():
-        for request in sandbox.requests:
-            token = request.headers.get("authorization", "").removeprefix("Bearer ")
-            assert not token or token not in logged, "a PBX token reached the logs"
+    assert_no_token_logged(logged, [sandbox for sandbox, _ in loopbacks.values()])
 
 
 @pytest.fixture(params=["auto", "legacy"])
 def mode(request: pytest.FixtureRequest) -> str:
     """2026-07-28 (stateless) and 2025-11-25 (initialize handshake)."""
     return str(request.param)
-
-
-@asynccontextmanager
-async def connected(server: BlacklistServer, mode: str, elicitation: Any = None) -> AsyncIterator[Client]:
-    async with Client(server, mode=mode, elicitation_callback=elicitation) as client:
-        yield client
-
-
-def text_of(result: Any) -> str:
-    return str(result.content[0].text)
-
-
-async def ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    """A call as a client without elicitation makes it once the user agreed to its plan, if it has one."""
-    result = await call_confirmed(client, tool, arguments)
-    assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def refused(client: Client, tool: str, **arguments: Any) -> str:
