@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import shutil
@@ -13,6 +14,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from pydantic import SecretStr
@@ -184,3 +189,39 @@ def assert_no_token_logged(logged: str, sandboxes: Any) -> None:
         for request in sandbox.requests:
             token = request.headers.get("authorization", "").removeprefix("Bearer ")
             assert not token or token not in logged, "a PBX token reached the logs"
+
+
+def write_certificate(
+    folder: Path,
+    name: str,
+    san: list[x509.GeneralName],
+    issuer: tuple[ec.EllipticCurvePrivateKey, x509.Name] | None,
+    valid: tuple[int, int] = (-1, 2),
+) -> tuple[str, str, ec.EllipticCurvePrivateKey, x509.Name]:
+    """A certificate and its key as PEM files in `folder` (named `name`): a CA (no `issuer`: self-signed, for
+    a CA bundle) or, signed by `issuer`, a server's with these subject alternative names."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    signer, issuer_name = issuer or (key, subject)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + datetime.timedelta(days=valid[0]))
+        .not_valid_after(now + datetime.timedelta(days=valid[1]))
+    )
+    if issuer is None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    else:
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    cert, key_file = folder / f"{name}.pem", folder / f"{name}.key"
+    cert.write_bytes(builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(cert), str(key_file), key, subject

@@ -8,7 +8,6 @@ then `pbx_settings` / `roster_for`, as `threecx-mcp` and `doctor` do."""
 from __future__ import annotations
 
 import concurrent.futures
-import datetime
 import json
 import os
 import ssl
@@ -24,7 +23,7 @@ from threecx_mcp.pbx_file import MAX_CONFIG_BYTES, read_pbx_file
 from threecx_mcp.server import build_server
 from threecx_mcp.wiring import Configured, pbx_settings, roster_for
 
-from .support import REPO
+from .support import REPO, write_certificate
 
 # Secrets the file tests hold; unique to this module, so no other test can have taught the redactor them
 # (a leak would then be hidden by redaction rather than absent).
@@ -83,36 +82,12 @@ def one_problem(env: pytest.MonkeyPatch, path: Path) -> str:
 # -- a valid file -----------------------------------------------------------------------------------
 
 
-def _ca_certificate(path: Path) -> None:
-    """A self-signed CA certificate in PEM, enough for ssl to load as a bundle."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "branch test CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-
-
 def test_a_valid_file_gives_its_pbxs_in_its_order_with_its_default(
     env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     folder = tmp_path / "conf"
     write(folder / "keys" / "zulu.key", FILE_KEY + "\n")
-    _ca_certificate(folder / "branch-ca.pem")
+    write_certificate(folder, "branch-ca", [], None)  # folder / "branch-ca.pem"
     env.setenv("MIKE_KEY", ENV_KEY)
     path = write(
         folder / "pbxs.toml",

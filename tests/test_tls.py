@@ -3,7 +3,6 @@ is never retried, and THREECX_CA_BUNDLE works."""
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import os
 import shutil
@@ -19,9 +18,6 @@ from typing import Self
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 from threecx_mcp.client import RetryPolicy, XapiClient
 from threecx_mcp.config import Settings
@@ -37,6 +33,7 @@ from threecx_mcp.errors import (
 from threecx_mcp.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, LoopbackServer, Sandbox
 from threecx_mcp.token_store import StoredToken, TokenFile
 
+from .support import write_certificate
 from .test_transports import console_script
 
 pytestmark = pytest.mark.anyio
@@ -141,49 +138,15 @@ class Pki:
     good: tuple[str, str]
 
 
-def _certificate(
-    folder: Path,
-    name: str,
-    san: list[x509.GeneralName],
-    issuer: tuple[ec.EllipticCurvePrivateKey, x509.Name] | None,
-    valid: tuple[int, int] = (-1, 2),
-) -> tuple[str, str, ec.EllipticCurvePrivateKey, x509.Name]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    signer, issuer_name = issuer or (key, subject)
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now + datetime.timedelta(days=valid[0]))
-        .not_valid_after(now + datetime.timedelta(days=valid[1]))
-    )
-    if issuer is None:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    else:
-        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    cert, key_file = folder / f"{name}.pem", folder / f"{name}.key"
-    cert.write_bytes(builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return str(cert), str(key_file), key, subject
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     folder = tmp_path_factory.mktemp("pki")
-    ca_pem, _, ca_key, ca_name = _certificate(folder, "ca", [], None)
-    other_pem = _certificate(folder, "other-ca", [], None)[0]
+    ca_pem, _, ca_key, ca_name = write_certificate(folder, "ca", [], None)
+    other_pem = write_certificate(folder, "other-ca", [], None)[0]
     loopback: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
 
     def leaf(name: str, san: list[x509.GeneralName], valid: tuple[int, int] = (-1, 2)) -> tuple[str, str]:
-        return _certificate(folder, name, san, (ca_key, ca_name), valid)[:2]
+        return write_certificate(folder, name, san, (ca_key, ca_name), valid)[:2]
 
     return Pki(
         ca=ca_pem,
