@@ -89,7 +89,6 @@ class Configured:
     pbxs: list[PbxSetting]
     default: str | None
     file: Path | None = None
-    problems: tuple[ConfigError, ...] = ()
     faults: Mapping[str, tuple[ConfigError, ...]] = field(default_factory=dict)
     # Every name, in the config file's order, those left out for their problems included.
     order: tuple[str, ...] = ()
@@ -151,7 +150,6 @@ def pbx_settings(settings: Settings, *, collect_problems: bool = False) -> Confi
             return Configured([PbxSetting(None, SANDBOX_PBX_KEY, None, settings.read_only)], None)
         connection = settings.connection()
         return Configured([PbxSetting(None, connection.pbx_key, connection, settings.read_only)], None)
-    problems: list[ConfigError] = []
     faults: dict[str, tuple[ConfigError, ...]] = {}
     found = []
     for named in file.pbxs:
@@ -161,11 +159,10 @@ def pbx_settings(settings: Settings, *, collect_problems: bool = False) -> Confi
             faults[named.name] = exc.problems
         except ConfigError as exc:
             faults[named.name] = (exc,)
-        problems.extend(faults.get(named.name, ()))
-    if problems and not collect_problems:
-        raise SettingsIncomplete(problems)
+    if faults and not collect_problems:
+        raise SettingsIncomplete([problem for problems in faults.values() for problem in problems])
     order = tuple(named.name for named in file.pbxs)
-    return Configured(found, file.default, file.path, tuple(problems), faults, order)
+    return Configured(found, file.default, file.path, faults, order)
 
 
 def sandbox_names(count: int) -> list[str]:
