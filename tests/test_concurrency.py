@@ -123,9 +123,10 @@ async def test_retry_after_pauses_every_worker(sandbox: Sandbox, sandbox_url: st
         result = await bulk_add.bulk_add(xapi, journal, entries(12), dry_run=False)
     assert result.added == 12
     throttled_at = arrivals[0][0]
-    # Requests already on their way when the 429 came arrive at once; none is sent during the pause.
-    assert not [at for at, _ in arrivals if throttled_at + 0.2 < at < throttled_at + 1.0]
-    assert len([at for at, _ in arrivals if at >= throttled_at + 1.0]) >= 5
+    # None is sent during the pause. The (at most limit - 1 = 3) requests already on their way when the 429
+    # came may still arrive in it, late on a loaded machine; everything else waits for the pause to end.
+    assert len([at for at, _ in arrivals if throttled_at + 0.2 < at < throttled_at + 1.0]) <= 3
+    assert len([at for at, _ in arrivals if at >= throttled_at + 1.0]) >= 8
     assert len(arrivals) == 13
 
 
